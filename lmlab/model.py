@@ -1,0 +1,502 @@
+"""A small GPT: a pre-norm, decoder-only Transformer language model.
+
+Shapes use one vocabulary throughout: ``B`` batch, ``T`` time (tokens), ``C`` channels (``n_embd``),
+``nh`` heads, ``hs`` head size (``C // nh``), ``V`` vocabulary size, ``S`` keys seen so far (cache + new).
+
+The model returns logits for *every* position: likelihood scoring needs them all, so there is no
+"last position only" shortcut. Attention can be computed two ways that agree to 1e-5:
+
+- ``"naive"``: the explicit ``T x T`` score matrix, softmax and weighted sum, for teaching;
+- ``"sdpa"``: ``torch.nn.functional.scaled_dot_product_attention``, PyTorch's fused kernels, for speed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["GPTConfig", "GPT", "KVCache", "LMOutput", "PRESETS"]
+
+ACTIVATIONS = ("gelu", "gelu_tanh")
+ATTENTIONS = ("sdpa", "naive")
+REDUCTIONS = ("mean", "sum", "none")
+IGNORE_INDEX = -100  # targets equal to this are not scored (the same convention as PyTorch and transformers)
+
+
+@dataclass
+class GPTConfig:
+    """Shape and options of a :class:`GPT`. Build one directly or from a preset: ``GPTConfig.preset("tiny")``."""
+
+    vocab_size: int = 256  # number of token ids; 256 fits the byte tokenizer
+    block_size: int = 64  # longest context the model can read (number of learned positions)
+    n_layer: int = 4  # Transformer blocks
+    n_head: int = 4  # attention heads per block; must divide n_embd
+    n_embd: int = 128  # width of the residual stream (C)
+    n_inner: int | None = None  # hidden width of the MLP; None means 4 * n_embd as in GPT-2
+    dropout: float = 0.0  # dropout on embeddings, attention weights and residual branches (0 = off)
+    bias: bool = True  # biases in Linear and LayerNorm layers, as GPT-2
+    activation: str = "gelu"  # "gelu" (exact, erf) or "gelu_tanh" (GPT-2's tanh approximation)
+    attention: str = "sdpa"  # "sdpa" (fused PyTorch kernel) or "naive" (explicit T x T matrix)
+    tie_weights: bool = True  # share the token embedding with the output layer (GPT-2 does)
+    layer_norm_eps: float = 1e-5  # LayerNorm epsilon, GPT-2's value
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(
+                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): each head gets "
+                f"n_embd // n_head channels; try n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}"
+            )
+        if self.n_inner is not None and (not isinstance(self.n_inner, int) or self.n_inner < 1):
+            raise ValueError(f"GPTConfig.n_inner must be a positive integer or None, got {self.n_inner!r}")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"GPTConfig.activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"GPTConfig.attention must be one of {ATTENTIONS}, got {self.attention!r}")
+
+    @property
+    def head_size(self) -> int:
+        """Channels per attention head (hs = n_embd // n_head)."""
+        return self.n_embd // self.n_head
+
+    @property
+    def mlp_width(self) -> int:
+        """Hidden width of the MLP (n_inner, or 4 * n_embd)."""
+        return self.n_inner if self.n_inner is not None else 4 * self.n_embd
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> GPTConfig:
+        """A named configuration, optionally changed: ``GPTConfig.preset("tiny", vocab_size=96)``.
+
+        Presets (parameters counted with the default byte vocabulary of 256):
+        ``micro`` ~0.1M, ``tiny`` ~0.8M, ``small`` ~11M, ``gpt2`` the 124M GPT-2 shape.
+        """
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TypeError(f"unknown GPTConfig field(s) {unknown}; fields are: {', '.join(sorted(known))}")
+        return replace(PRESETS[name], **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dictionary of every field (for checkpoints and JSON)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GPTConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown GPTConfig field(s) {unknown}")
+        return cls(**d)
+
+
+# Sized for a 2-core CPU, apart from gpt2 which is the shape of the smallest GPT-2 (Radford et al. 2019).
+PRESETS: dict[str, GPTConfig] = {
+    "micro": GPTConfig(vocab_size=256, block_size=32, n_layer=2, n_head=2, n_embd=64),
+    "tiny": GPTConfig(vocab_size=256, block_size=64, n_layer=4, n_head=4, n_embd=128),
+    "small": GPTConfig(vocab_size=256, block_size=256, n_layer=6, n_head=6, n_embd=384),
+    "gpt2": GPTConfig(
+        vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768, activation="gelu_tanh"
+    ),
+}
+
+
+class LMOutput(NamedTuple):
+    """What :meth:`GPT.forward` returns: unpack it as ``logits, loss = model(idx, targets)``."""
+
+    logits: torch.Tensor  # (B, T, V)
+    loss: torch.Tensor | None  # scalar for "mean"/"sum", (B, T) for "none", None without targets
+
+
+class KVCache:
+    """Keys and values of the tokens seen so far, for incremental decoding.
+
+    Storage is preallocated per layer as ``(B, nh, max_len, hs)``; ``length`` says how many positions are
+    filled. Reusing the keys and values of earlier tokens makes each new token cost O(S) attention work
+    instead of re-running the whole prefix.
+    """
+
+    def __init__(
+        self,
+        config: GPTConfig,
+        batch_size: int,
+        max_len: int | None = None,
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        max_len = config.block_size if max_len is None else max_len
+        if batch_size < 1 or max_len < 1:
+            raise ValueError(f"batch_size and max_len must be >= 1, got {batch_size} and {max_len}")
+        if max_len > config.block_size:
+            raise ValueError(f"max_len {max_len} exceeds the model's block_size {config.block_size}")
+        shape = (batch_size, config.n_head, max_len, config.head_size)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.length = 0  # positions filled so far
+        self.max_len = max_len
+
+    @property
+    def batch_size(self) -> int:
+        return self.k[0].shape[0]
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store new keys/values (B, nh, T, hs) at positions ``length..length+T`` of ``layer``.
+
+        Returns all keys and values so far, (B, nh, S, hs) with S = length + T. ``length`` itself is
+        advanced by :meth:`advance` once every layer has been updated.
+        """
+        T = k.shape[2]
+        start = self.length
+        self.k[layer][:, :, start : start + T] = k
+        self.v[layer][:, :, start : start + T] = v
+        return self.k[layer][:, :, : start + T], self.v[layer][:, :, : start + T]
+
+    def advance(self, n: int) -> None:
+        self.length += n
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Select batch rows by ``index`` (1-D long tensor): reorders beams, or expands one prompt to many."""
+        self.k = [k.index_select(0, index) for k in self.k]
+        self.v = [v.index_select(0, index) for v in self.v]
+
+    def crop(self, length: int) -> None:
+        """Forget every position from ``length`` on."""
+        if not 0 <= length <= self.length:
+            raise ValueError(f"crop length must be in [0, {self.length}], got {length}")
+        self.length = length
+
+
+def _causal_mask(T: int, S: int, device: torch.device) -> torch.Tensor:
+    """(T, S) boolean mask, True where query i (at absolute position S - T + i) may see key j."""
+    q_pos = torch.arange(S - T, S, device=device).unsqueeze(1)  # (T, 1)
+    k_pos = torch.arange(S, device=device).unsqueeze(0)  # (1, S)
+    return k_pos <= q_pos
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention where each position sees itself and the positions before it."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.implementation = config.attention
+        self.dropout = config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.attn_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # (B, nh, S, hs)
+        S = k.shape[2]
+        if self.implementation == "naive":
+            y = self._naive(q, k, v)
+        else:
+            y = self._sdpa(q, k, v, T, S)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side
+        return self.resid_dropout(self.c_proj(y))
+
+    def _naive(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Scaled dot-product attention written out (Vaswani et al. 2017, eq. 1)."""
+        T, S, hs = q.shape[2], k.shape[2], q.shape[3]
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(hs)  # (B, nh, T, S)
+        scores = scores.masked_fill(~_causal_mask(T, S, q.device), float("-inf"))
+        weights = F.softmax(scores, dim=-1)  # each row sums to 1 over visible keys
+        weights = self.attn_dropout(weights)
+        return weights @ v  # (B, nh, T, hs)
+
+    def _sdpa(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, T: int, S: int) -> torch.Tensor:
+        p = self.dropout if self.training else 0.0
+        if T == S:  # no cache, or an empty one: the usual lower-triangular mask
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        if T == 1:  # one new token sees every cached key
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+        # is_causal aligns the mask top-left, which is wrong when S > T: pass the mask explicitly
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=_causal_mask(T, S, q.device), dropout_p=p)
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network: Linear, GELU, Linear."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, config.mlp_width, bias=config.bias)
+        self.act = nn.GELU(approximate="tanh" if config.activation == "gelu_tanh" else "none")
+        self.c_proj = nn.Linear(config.mlp_width, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block: x + attn(ln(x)), then x + mlp(ln(x)) (GPT-2's ordering)."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer)
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class GPT(nn.Module):
+    """Decoder-only Transformer language model (GPT-2 architecture, Radford et al. 2019).
+
+    ``model(idx)`` maps token ids ``(B, T)`` to next-token logits ``(B, T, V)``: ``logits[:, t]`` scores the
+    token at position ``t + 1`` given tokens ``0..t``.
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        if not isinstance(config, GPTConfig):
+            raise TypeError(f"GPT needs a GPTConfig, got {type(config).__name__}")
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embedding
+                wpe=nn.Embedding(config.block_size, config.n_embd),  # learned position embedding
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
+                ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_weights:
+            self.lm_head.weight = self.transformer.wte.weight  # one matrix, two uses (Press & Wolf 2017)
+        self.apply(self._init_weights)
+        # GPT-2 scales the residual projections by 1/sqrt(2 * n_layer): two residual additions per block
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    @property
+    def block_size(self) -> int:
+        """Longest context the model reads."""
+        return self.config.block_size
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.transformer.wte.weight.device
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        loss_mask: torch.Tensor | None = None,
+        reduction: str = "mean",
+        cache: KVCache | None = None,
+    ) -> LMOutput:
+        """Logits for every position, and the cross-entropy loss when ``targets`` are given.
+
+        Args:
+            idx: (B, T) token ids, ``0 <= id < vocab_size``.
+            targets: (B, T) next-token ids; entries equal to -100 are not scored.
+            loss_mask: (B, T) bool or 0/1 tensor, 1 where a position counts in the loss.
+            reduction: "mean" (over scored tokens), "sum" (nats), or "none" ((B, T), 0 where unscored).
+            cache: a :class:`KVCache`; ``idx`` then continues the cached tokens.
+
+        Returns:
+            ``LMOutput(logits (B, T, V), loss)``.
+        """
+        self._check_ids(idx, "idx")
+        B, T = idx.shape
+        past = 0 if cache is None else cache.length
+        if past + T > self.config.block_size:
+            what = f"{past} cached + {T} new tokens" if past else f"context of {T} tokens"
+            raise ValueError(
+                f"{what} is longer than the model's block_size {self.config.block_size}; "
+                f"crop the input to its last {self.config.block_size - past} tokens or use a larger block_size"
+            )
+        if cache is not None and cache.batch_size != B:
+            raise ValueError(f"cache holds {cache.batch_size} sequences but idx has batch size {B}")
+        if cache is not None and past + T > cache.max_len:
+            raise ValueError(f"cache holds at most {cache.max_len} positions; {past} + {T} do not fit")
+        pos = torch.arange(past, past + T, device=idx.device)  # (T,)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, cache, i)
+        if cache is not None:
+            cache.advance(T)
+        x = self.transformer.ln_f(x)
+        logits = self.lm_head(x)  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = lm_loss(logits, targets, loss_mask=loss_mask, reduction=reduction)
+        return LMOutput(logits, loss)
+
+    def _check_ids(self, ids: torch.Tensor, name: str) -> None:
+        if not isinstance(ids, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(ids).__name__}")
+        if ids.dim() != 2:
+            raise ValueError(f"{name} must have shape (B, T), got shape {tuple(ids.shape)}")
+        if ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise TypeError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
+        if ids.numel() == 0:
+            raise ValueError(f"{name} is empty (shape {tuple(ids.shape)}); give at least one token")
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= self.config.vocab_size:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{name} has token id {bad}, outside the vocabulary [0, {self.config.vocab_size})")
+
+    def new_cache(self, batch_size: int = 1, max_len: int | None = None) -> KVCache:
+        """An empty :class:`KVCache` on this model's device and dtype."""
+        w = self.transformer.wte.weight
+        return KVCache(self.config, batch_size, max_len, device=w.device, dtype=w.dtype)
+
+    # ------------------------------------------------------------------ counting
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Number of parameters (shared tensors counted once).
+
+        With ``non_embedding=True`` the token and position embedding tables are left out, as in the
+        parameter counts of scaling-law papers (Kaplan et al. 2020, section 2.1). An untied output layer
+        is counted.
+        """
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.transformer.wte.weight.numel() + self.transformer.wpe.weight.numel()
+        return n
+
+    def flops_per_token(self, T: int | None = None) -> int:
+        """Training FLOPs per token (forward + backward) at context length ``T`` (default block_size).
+
+        6N + 12·L·d·T, from PaLM (Chowdhery et al. 2022), Appendix B: 6 FLOPs per weight per token for the
+        matmuls (2 forward, 4 backward), plus the attention score and value products. N counts the
+        weights used in matmuls: every parameter but the embedding lookups, plus the output projection,
+        which is a matmul even when it shares the token embedding's weights.
+        """
+        T = self.config.block_size if T is None else T
+        if T < 1:
+            raise ValueError(f"T must be >= 1, got {T}")
+        N = self.num_params(non_embedding=True)
+        if self.config.tie_weights:
+            N += self.lm_head.weight.numel()
+        L, d = self.config.n_layer, self.config.n_embd
+        return 6 * N + 12 * L * d * T
+
+    # ------------------------------------------------------------------ interop
+    @classmethod
+    def from_hf_gpt2(cls, hf_model: nn.Module) -> GPT:
+        """Build a GPT with the weights of a transformers ``GPT2LMHeadModel`` (any size, no download).
+
+        The activation comes from ``hf_model.config.activation_function``: "gelu" becomes exact GELU,
+        "gelu_new" and "gelu_pytorch_tanh" the tanh approximation. GPT-2's ``Conv1D`` layers store
+        weights as (in, out); they are transposed into ``nn.Linear``'s (out, in).
+        """
+        hf_cfg = getattr(hf_model, "config", None)
+        if hf_cfg is None or getattr(hf_cfg, "model_type", None) != "gpt2":
+            raise TypeError("from_hf_gpt2 needs a transformers GPT2LMHeadModel (config.model_type 'gpt2')")
+        act = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}.get(
+            hf_cfg.activation_function
+        )
+        if act is None:
+            raise ValueError(
+                f"activation {hf_cfg.activation_function!r} is not supported; "
+                "use 'gelu', 'gelu_new' or 'gelu_pytorch_tanh'"
+            )
+        if not getattr(hf_cfg, "scale_attn_weights", True) or getattr(hf_cfg, "scale_attn_by_inverse_layer_idx", False):
+            raise ValueError("only GPT-2 attention scaled by 1/sqrt(head size) is supported")
+        config = GPTConfig(
+            vocab_size=hf_cfg.vocab_size,
+            block_size=hf_cfg.n_positions,
+            n_layer=hf_cfg.n_layer,
+            n_head=hf_cfg.n_head,
+            n_embd=hf_cfg.n_embd,
+            n_inner=hf_cfg.n_inner,
+            dropout=float(hf_cfg.resid_pdrop),
+            bias=True,
+            activation=act,
+            tie_weights=bool(getattr(hf_cfg, "tie_word_embeddings", True)),
+            layer_norm_eps=hf_cfg.layer_norm_epsilon,
+        )
+        model = cls(config)
+        src = {k: v.detach().float() for k, v in hf_model.state_dict().items()}
+        conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+        new_state = {}
+        for name in model.state_dict():
+            if name == "lm_head.weight":
+                key = "lm_head.weight" if "lm_head.weight" in src else "transformer.wte.weight"
+            else:
+                key = name
+            if key not in src:
+                raise ValueError(f"the transformers model has no weight {key!r}")
+            w = src[key]
+            new_state[name] = w.t() if name.endswith(conv1d) else w
+        model.load_state_dict(new_state)
+        return model.to(hf_model.device if hasattr(hf_model, "device") else "cpu")
+
+
+def lm_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    loss_mask: torch.Tensor | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Cross-entropy of next-token ``logits`` (B, T, V) against ``targets`` (B, T), in nats.
+
+    Positions where ``targets == -100`` or ``loss_mask`` is 0 are not scored. ``reduction``: "mean" (over
+    scored positions), "sum", or "none" ((B, T), zeros where not scored).
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if targets.shape != logits.shape[:2]:
+        raise ValueError(f"targets shape {tuple(targets.shape)} must equal logits' (B, T) {tuple(logits.shape[:2])}")
+    V = logits.shape[-1]
+    valid = targets != IGNORE_INDEX
+    if loss_mask is not None:
+        if loss_mask.shape != targets.shape:
+            raise ValueError(f"loss_mask shape {tuple(loss_mask.shape)} must equal targets' {tuple(targets.shape)}")
+        valid = valid & loss_mask.bool()
+    bad = valid & ((targets < 0) | (targets >= V))
+    if bool(bad.any()):
+        raise ValueError(f"targets hold ids outside the vocabulary [0, {V}) (use -100 to skip a position)")
+    safe_targets = torch.where(valid, targets, torch.zeros_like(targets))
+    nll = F.cross_entropy(logits.reshape(-1, V).float(), safe_targets.reshape(-1), reduction="none")
+    nll = nll.view_as(targets) * valid  # (B, T), zero where not scored
+    if reduction == "none":
+        return nll
+    if reduction == "sum":
+        return nll.sum()
+    return nll.sum() / valid.sum()

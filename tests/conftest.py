@@ -1,0 +1,11 @@
+"""Shared test settings: CPU, deterministic, few threads."""
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
