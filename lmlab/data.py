@@ -408,6 +408,10 @@ class TokenData:
                 )
         return self._num_chars[split]
 
+    def ids(self, split: str) -> torch.Tensor:
+        """The whole split as a 1-D int64 tensor (reads all of a memory-mapped file into memory)."""
+        return torch.from_numpy(np.asarray(self._split(split), dtype=np.int64))
+
     def num_batches(self, split: str, batch_size: int, block_size: int) -> int:
         """Number of batches :meth:`iter_split` yields."""
         windows = -(-(self.num_tokens(split) - 1) // _check_count("block_size", block_size))

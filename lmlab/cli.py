@@ -1,0 +1,265 @@
+"""Command line: ``lmlab train | sample | score | bench | info`` (also ``python -m lmlab``).
+
+``lmlab train`` with no arguments is the main job: it trains the ``tiny`` GPT on the built-in
+``python-docs`` corpus (about a minute on two CPU cores), saves the run to ``runs/tiny``, prints a sample
+and the validation bits per character.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+DEFAULT_RUN = "runs/tiny"
+CHECKPOINT_NAME = "checkpoint.pt"
+TOKENIZER_NAME = "tokenizer.json"
+
+
+# ---------------------------------------------------------------------------------------------- runs
+def save_tokenizer_for_run(tokenizer: Any, run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(run_dir / TOKENIZER_NAME)
+
+
+def load_run(run_dir: str | os.PathLike[str], device: str = "auto") -> tuple[Any, Any]:
+    """Model and tokenizer of a run directory written by ``lmlab train``: ``(GPT in eval mode, tokenizer)``."""
+    from lmlab.device import resolve_device
+    from lmlab.model import GPT, GPTConfig
+    from lmlab.tokenizer import load_tokenizer
+    from lmlab.train import load_checkpoint
+
+    run = Path(run_dir)
+    ckpt_path, tok_path = run / CHECKPOINT_NAME, run / TOKENIZER_NAME
+    if not ckpt_path.is_file() or not tok_path.is_file():
+        raise FileNotFoundError(
+            f"{run} is not a finished run: it needs {CHECKPOINT_NAME} and {TOKENIZER_NAME}; "
+            f"train one with: lmlab train --out {run}"
+        )
+    dev = resolve_device(device)
+    ckpt = load_checkpoint(ckpt_path, map_location=dev)
+    model = GPT(GPTConfig.from_dict(ckpt["model_config"]))
+    model.load_state_dict(ckpt["model"])
+    return model.to(dev).eval(), load_tokenizer(tok_path)
+
+
+# ---------------------------------------------------------------------------------------------- commands
+def cmd_train(args: argparse.Namespace) -> int:
+    from lmlab.data import load_data
+    from lmlab.likelihood import evaluate_text
+    from lmlab.model import GPT, GPTConfig
+    from lmlab.train import TrainConfig, Trainer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = load_data(args.corpus, tokenizer=args.tokenizer, val_fraction=args.val_fraction)
+    torch.manual_seed(args.seed)
+    overrides = {"vocab_size": data.vocab_size}
+    if args.block_size:
+        overrides["block_size"] = args.block_size
+    model = GPT(GPTConfig.preset(args.preset, **overrides))
+    run = Path(args.out)
+    budgets = dict(max_steps=args.steps, max_tokens=args.tokens, max_seconds=args.seconds)
+    if all(v is None for v in budgets.values()):
+        budgets["max_steps"] = args.default_steps
+    config = TrainConfig(
+        **budgets,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        min_lr=args.lr / 10,
+        warmup_steps=args.warmup if args.warmup is not None else min(50, max(1, (args.steps or 500) // 10)),
+        eval_interval=args.eval_interval,
+        device=args.device,
+        seed=args.seed,
+        checkpoint_path=str(run / CHECKPOINT_NAME),
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    save_tokenizer_for_run(data.tokenizer, run)
+    print(
+        f"training {args.preset} ({model.num_params(non_embedding=False):,} parameters) on {args.corpus}: "
+        f"{data.num_tokens('train'):,} train / {data.num_tokens('val'):,} val tokens, "
+        f"vocabulary {data.vocab_size}",
+        flush=True,
+    )
+    trainer = Trainer(model, data, config)
+    history = trainer.fit()
+    model.eval()
+    val_ids = data.ids("val")
+    print(f"stopped: {history.stop_reason} after {trainer.step} steps, {trainer.tokens:,} tokens, "
+          f"{trainer.elapsed:.1f} s; checkpoint in {run / CHECKPOINT_NAME}")
+    if len(val_ids) > 1:
+        ev = evaluate_text(model, val_ids, n_chars=data.num_chars("val"))
+        print(f"validation: {ev.nats_per_token:.4f} nats/token, perplexity {ev.perplexity:.2f}, "
+              f"{ev.bits_per_char:.3f} bits per character")
+    _print_sample(model, data.tokenizer, args.prompt, args.sample_tokens, args.seed, temperature=0.8)
+    return 0
+
+
+def _print_sample(model: Any, tokenizer: Any, prompt: str, n: int, seed: int, temperature: float,
+                  top_k: int | None = None) -> None:
+    from lmlab.decoding import sample
+
+    prompt_ids = tokenizer.encode(prompt) or tokenizer.encode("\n")
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    ids = sample(model, prompt_ids, max_new_tokens=n, generator=gen, temperature=temperature, top_k=top_k)
+    print(f"--- sample (temperature {temperature}) ---")
+    print(tokenizer.decode(ids))
+    print("---")
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    model, tokenizer = load_run(args.run, device=args.device)
+    temperature = 0.0 if args.greedy else args.temperature
+    _print_sample(model, tokenizer, args.prompt, args.tokens, args.seed, temperature, args.top_k)
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from lmlab.data import load_corpus
+    from lmlab.likelihood import evaluate_text
+
+    model, tokenizer = load_run(args.run, device=args.device)
+    if args.text is not None:
+        text, what = args.text, "the given text"
+    else:
+        text, what = load_corpus(args.corpus), f"corpus {args.corpus}"
+    ids = tokenizer.encode(text)
+    if len(ids) < 2:
+        raise ValueError("the text is too short to score: it needs at least two tokens")
+    ev = evaluate_text(model, torch.tensor(ids), n_chars=len(text), n_bytes=len(text.encode("utf-8")))
+    print(f"scored {what}: {ev.n_tokens:,} tokens after the first, {len(text):,} characters")
+    print(f"  total NLL      {ev.total_nats:,.2f} nats ({ev.total_nats / math.log(2):,.2f} bits)")
+    print(f"  per token      {ev.nats_per_token:.4f} nats, perplexity {ev.perplexity:.3f}")
+    print(f"  per character  {ev.bits_per_char:.4f} bits;  per byte {ev.bits_per_byte:.4f} bits")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from lmlab.bench import bench_train
+
+    if args.what == "train":
+        result = bench_train(
+            args.preset,
+            batch_size=args.batch_size,
+            block_size=args.block_size,
+            steps=args.steps,
+            repeats=args.repeats,
+            threads=args.threads,
+            device=args.device,
+        )
+        print(result.report())
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    import lmlab
+    from lmlab.device import resolve_device
+
+    def version_of(name: str) -> str:
+        try:
+            from importlib.metadata import version
+
+            return version(name)
+        except Exception:
+            return "not installed"
+
+    print(f"lmlab          {lmlab.__version__}")
+    print(f"python         {platform.python_version()} ({platform.platform()})")
+    for name in ("torch", "numpy", "tqdm", "transformers", "jupyterlab", "ipywidgets", "nbgrader"):
+        print(f"{name:15}{version_of(name)}")
+    print(f"device (auto)  {resolve_device('auto')}")
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            print(f"  cuda:{i}       {torch.cuda.get_device_name(i)}")
+    print(f"torch threads  {torch.get_num_threads()} (CPU cores: {os.cpu_count()})")
+    front_end = importlib.util.find_spec("jupyterlab_widgets") is not None
+    print(f"widgets front end (jupyterlab_widgets): {'installed' if front_end else 'not installed'}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lmlab", description="Train, sample, score and benchmark small GPTs.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,sample,score,bench,info}")
+
+    t = sub.add_parser("train", help="train a GPT on a corpus (default: tiny on python-docs, about a minute)")
+    t.add_argument("--corpus", default="python-docs",
+                   help="corpus name (python-docs, tiny-shakespeare) or a path to a UTF-8 text file")
+    t.add_argument("--tokenizer", default="char", choices=["char", "byte"], help="tokenizer kind")
+    t.add_argument("--preset", default="tiny", help="model preset: micro, tiny, small or gpt2")
+    t.add_argument("--block-size", type=int, default=None, help="context length (default: the preset's)")
+    t.add_argument("--steps", type=int, default=None, help="stop after this many optimizer steps")
+    t.add_argument("--tokens", type=int, default=None, help="stop after this many training tokens")
+    t.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
+    t.add_argument("--batch-size", type=int, default=16, help="sequences per step")
+    t.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (cosine decay to lr/10)")
+    t.add_argument("--warmup", type=int, default=None,
+                   help="linear warmup steps (default: 50, or a tenth of --steps when that is smaller)")
+    t.add_argument("--eval-interval", type=int, default=200, help="evaluate on the val split every N steps")
+    t.add_argument("--val-fraction", type=float, default=0.1, help="share of the corpus held out for validation")
+    t.add_argument("--out", default=DEFAULT_RUN, help="run directory for the checkpoint and tokenizer")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out if it has a checkpoint")
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    t.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's)")
+    t.add_argument("--seed", type=int, default=0, help="random seed (initialisation, batches, sample)")
+    t.add_argument("--prompt", default="The ", help="prompt of the sample printed at the end")
+    t.add_argument("--sample-tokens", type=int, default=300, help="length of that sample in tokens")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train, default_steps=600)
+
+    s = sub.add_parser("sample", help="generate text from a trained run")
+    s.add_argument("--run", default=DEFAULT_RUN, help="run directory written by lmlab train")
+    s.add_argument("--prompt", default="The ", help="text to continue")
+    s.add_argument("--tokens", type=int, default=300, help="number of new tokens")
+    s.add_argument("--temperature", type=float, default=0.8, help="softmax temperature (0 = greedy)")
+    s.add_argument("--top-k", type=int, default=None, help="sample only from the k most probable tokens")
+    s.add_argument("--greedy", action="store_true", help="always take the most probable token")
+    s.add_argument("--seed", type=int, default=0, help="random seed")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    s.set_defaults(func=cmd_sample)
+
+    c = sub.add_parser("score", help="log-likelihood, perplexity and bits per character of a text")
+    c.add_argument("--run", default=DEFAULT_RUN, help="run directory written by lmlab train")
+    src = c.add_mutually_exclusive_group()
+    src.add_argument("--text", default=None, help="the text to score")
+    src.add_argument("--corpus", default="python-docs", help="a corpus name or text file to score whole")
+    c.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    c.set_defaults(func=cmd_score)
+
+    b = sub.add_parser("bench", help="benchmarks against a named peer, printing ratios")
+    b.add_argument("what", choices=["train"], help="train: lmlab vs transformers GPT2LMHeadModel training steps")
+    b.add_argument("--preset", default="tiny", help="model shape")
+    b.add_argument("--batch-size", type=int, default=12, help="sequences per step")
+    b.add_argument("--block-size", type=int, default=None, help="tokens per sequence (default: the preset's)")
+    b.add_argument("--steps", type=int, default=10, help="steps per timed repeat")
+    b.add_argument("--repeats", type=int, default=7, help="interleaved repeats (the median is reported)")
+    b.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch")
+    b.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    b.set_defaults(func=cmd_bench)
+
+    i = sub.add_parser("info", help="versions, device, threads, widgets front end")
+    i.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, FileNotFoundError, ConnectionError) as err:
+        print(f"lmlab {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""The command line: train a micro run, sample and score it, info, and clear errors."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lmlab.cli import build_parser, load_run, main
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    code = main(["train", "--preset", "micro", "--steps", "20", "--batch-size", "4", "--out", str(out),
+                 "--no-progress", "--device", "cpu", "--sample-tokens", "20", "--eval-interval", "10"])
+    assert code == 0
+    return out
+
+
+def test_train_writes_a_run_that_loads(run_dir, capsys):
+    model, tokenizer = load_run(run_dir, device="cpu")
+    assert model.config.n_layer == 2 and model.config.vocab_size == tokenizer.vocab_size
+    assert not model.training
+
+
+def test_train_prints_bits_per_character_and_a_sample(tmp_path, capsys):
+    main(["train", "--preset", "micro", "--steps", "3", "--batch-size", "2", "--out", str(tmp_path),
+          "--no-progress", "--device", "cpu", "--sample-tokens", "10", "--prompt", "def "])
+    out = capsys.readouterr().out
+    assert "bits per character" in out
+    assert "--- sample (temperature 0.8) ---\ndef " in out
+    assert "stopped: max_steps after 3 steps" in out
+
+
+def test_sample_is_reproducible(run_dir, capsys):
+    args = ["sample", "--run", str(run_dir), "--prompt", "The ", "--tokens", "30", "--seed", "4", "--device", "cpu"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    main(args)
+    assert capsys.readouterr().out == first
+    main(["sample", "--run", str(run_dir), "--greedy", "--tokens", "5", "--device", "cpu"])
+    assert capsys.readouterr().out.count("\n") >= 3
+
+
+def test_score_matches_the_likelihood_module(run_dir, capsys):
+    from lmlab.likelihood import evaluate_text
+
+    text = "Return the number of items in a list."
+    assert main(["score", "--run", str(run_dir), "--text", text, "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    model, tok = load_run(run_dir, device="cpu")
+    ev = evaluate_text(model, torch.tensor(tok.encode(text)), n_chars=len(text))
+    assert f"{ev.nats_per_token:.4f} nats" in out
+    assert f"{ev.bits_per_char:.4f} bits" in out
+
+
+def test_errors_are_reported_without_a_traceback(run_dir, tmp_path, capsys):
+    assert main(["train", "--preset", "huge", "--steps", "1", "--out", str(tmp_path), "--no-progress"]) == 2
+    assert "unknown preset 'huge'; known presets: micro, tiny, small, gpt2" in capsys.readouterr().err
+    assert main(["train", "--corpus", "no-such-corpus", "--steps", "1", "--no-progress"]) == 2
+    assert "python-docs" in capsys.readouterr().err
+    assert main(["sample", "--run", str(tmp_path / "missing")]) == 2
+    assert "lmlab train --out" in capsys.readouterr().err
+    assert main(["score", "--run", str(run_dir), "--text", "\u2603 snowman", "--device", "cpu"]) == 2
+    assert "\u2603" in capsys.readouterr().err
+
+
+def test_every_option_has_help():
+    parser = build_parser()
+    for sub in parser._subparsers._group_actions[0].choices.values():
+        for action in sub._actions:
+            if action.dest != "help":
+                assert action.help, f"{sub.prog} {action.option_strings or action.dest} has no help"
+
+
+def test_info_and_python_dash_m():
+    out = subprocess.run([sys.executable, "-m", "lmlab", "info"], capture_output=True, text=True, check=True).stdout
+    assert "torch" in out and "device (auto)" in out and "widgets front end" in out
