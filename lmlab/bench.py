@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -58,37 +58,44 @@ def matmul_gflops(n: int = 1024, repeats: int = 20, device: str | torch.device =
 
 @dataclass
 class TrainBenchResult:
-    """Median training throughput of lmlab and of transformers on one configuration."""
+    """Median training throughput (tokens/s) of each contestant on one configuration."""
 
     preset: str
     batch_size: int
     block_size: int
     threads: int
     device: str
-    lmlab_tokens_per_s: float
-    peer_tokens_per_s: float
+    tokens_per_s: dict[str, float]  # contestant name -> median tokens/s; the first two are the headline pair
     flops_per_token: int
     reference_gflops: float  # measured matmul rate (CPU) or device peak (GPU), GFLOP/s
     reference_name: str
 
     @property
     def ratio(self) -> float:
-        """lmlab tokens/s divided by transformers tokens/s (> 1: lmlab is faster)."""
-        return self.lmlab_tokens_per_s / self.peer_tokens_per_s
+        """lmlab (its default settings) tokens/s divided by transformers (its default settings) tokens/s."""
+        names = list(self.tokens_per_s)
+        return self.tokens_per_s[names[0]] / self.tokens_per_s[names[1]]
 
     def achieved_gflops(self, tokens_per_s: float) -> float:
         return tokens_per_s * self.flops_per_token / 1e9
 
     def report(self) -> str:
+        names = list(self.tokens_per_s)
         rows = [
             f"train bench: preset {self.preset}, batch {self.batch_size}, block {self.block_size}, "
-            f"device {self.device}, {self.threads} threads, fp32",
-            f"  {'':14}{'tokens/s':>12}{'GFLOP/s':>10}{'of ' + self.reference_name:>26}",
+            f"device {self.device}, {self.threads} threads, fp32; forward + backward + fused AdamW step",
+            f"  {'':34}{'tokens/s':>10}{'GFLOP/s':>9}{'of reference':>14}",
         ]
-        for name, tps in (("lmlab", self.lmlab_tokens_per_s), ("transformers", self.peer_tokens_per_s)):
+        for name, tps in self.tokens_per_s.items():
             g = self.achieved_gflops(tps)
-            rows.append(f"  {name:14}{tps:12,.0f}{g:10.1f}{g / self.reference_gflops:26.1%}")
-        rows.append(f"  ratio lmlab / transformers: {self.ratio:.3f}x")
+            rows.append(f"  {name:34}{tps:10,.0f}{g:9.1f}{g / self.reference_gflops:14.1%}")
+        rows.append(f"  ratio {names[0]} / {names[1]}: {self.ratio:.3f}x")
+        if len(names) >= 4:
+            same = self.tokens_per_s[names[2]] / self.tokens_per_s[names[1]]
+            rows.append(f"  ratio {names[2]} / {names[1]} (same attention kernel): {same:.3f}x")
+            best = max(names[1:], key=lambda n: self.tokens_per_s[n] if n.startswith("transformers") else 0)
+            rows.append(f"  ratio {names[0]} / fastest transformers ({best}): "
+                        f"{self.tokens_per_s[names[0]] / self.tokens_per_s[best]:.3f}x")
         rows.append(f"  reference: {self.reference_name} = {self.reference_gflops:,.1f} GFLOP/s")
         return "\n".join(rows)
 
@@ -102,21 +109,46 @@ def _time_steps(step: Callable[[int], None], start: int, n: int, device: torch.d
     return time.perf_counter() - t0
 
 
+def _train_step(model: torch.nn.Module, batches: list[torch.Tensor], hf: bool) -> Callable[[int], None]:
+    """One optimizer step on batch i: the same loss (mean cross-entropy of next tokens) for both libraries.
+
+    The optimizer is fused AdamW for both: lmlab's Trainer uses it, and so does transformers' Trainer by
+    default with torch >= 2.8.
+    """
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+
+    def step(i: int) -> None:
+        batch = batches[i % len(batches)]
+        x, y = batch[:, :-1], batch[:, 1:]
+        if hf:
+            logits = model(input_ids=x).logits
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        else:
+            loss = model(x, y).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
 def bench_train(
     preset: str = "tiny",
     *,
     batch_size: int = 12,
     block_size: int | None = None,
     steps: int = 10,
-    repeats: int = 7,
+    repeats: int = 9,
     threads: int | None = 2,
     device: str = "cpu",
     seed: int = 0,
 ) -> TrainBenchResult:
     """Tokens/s of training steps, lmlab vs transformers ``GPT2LMHeadModel`` on identical weights and batches.
 
-    Each repeat times ``steps`` steps of one model then the other (the order alternates between repeats);
-    the median over repeats is reported. Needs ``transformers`` (``pip install -e ".[dev]"``).
+    Contestants: lmlab with its default attention ("auto"), transformers with its default ("sdpa"), and
+    the two with the same kernel choice (lmlab "sdpa", transformers "eager" explicit attention). Each
+    repeat times ``steps`` steps of every contestant, in an order that rotates between repeats; the
+    median over repeats is reported. Needs ``transformers`` (``pip install -e ".[dev]"``).
     """
     try:
         import transformers
@@ -127,53 +159,55 @@ def bench_train(
     dev = resolve_device(device)
     cfg = GPTConfig.preset(preset)
     T = block_size or cfg.block_size
-    torch.manual_seed(seed)
-    hf_cfg = transformers.GPT2Config(
-        vocab_size=cfg.vocab_size,
-        n_positions=cfg.block_size,
-        n_embd=cfg.n_embd,
-        n_layer=cfg.n_layer,
-        n_head=cfg.n_head,
-        activation_function="gelu",  # exact GELU, as lmlab's default
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-    )
-    peer = transformers.GPT2LMHeadModel(hf_cfg).to(dev).train()
+    if not 1 <= T <= cfg.block_size:
+        raise ValueError(f"block_size must be in [1, {cfg.block_size}] for preset {preset!r}, got {T}")
+
+    def hf_model(attn: str) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        hf_cfg = transformers.GPT2Config(
+            vocab_size=cfg.vocab_size,
+            n_positions=cfg.block_size,
+            n_embd=cfg.n_embd,
+            n_layer=cfg.n_layer,
+            n_head=cfg.n_head,
+            activation_function="gelu",  # exact GELU, as lmlab's default
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            bos_token_id=0,
+            eos_token_id=0,
+            attn_implementation=attn,
+        )
+        return transformers.GPT2LMHeadModel(hf_cfg).to(dev).train()
+
+    peer = hf_model("sdpa")
+    peer_eager = hf_model("eager")
     ours = GPT.from_hf_gpt2(peer).to(dev).train()
+    ours_sdpa = GPT(replace(ours.config, attention="sdpa")).to(dev).train()
+    ours_sdpa.load_state_dict(ours.state_dict())
     g = torch.Generator().manual_seed(seed)
-    n_batches = 4
-    xs = [torch.randint(0, cfg.vocab_size, (batch_size, T + 1), generator=g).to(dev) for _ in range(n_batches)]
-    opt_ours = torch.optim.AdamW(ours.parameters(), lr=1e-4)
-    opt_peer = torch.optim.AdamW(peer.parameters(), lr=1e-4)
-
-    def step_ours(i: int) -> None:
-        batch = xs[i % n_batches]
-        loss = ours(batch[:, :-1], batch[:, 1:]).loss
-        opt_ours.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_ours.step()
-
-    def step_peer(i: int) -> None:
-        batch = xs[i % n_batches]
-        logits = peer(input_ids=batch[:, :-1]).logits
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
-        opt_peer.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_peer.step()
-
-    for step in (step_ours, step_peer):  # warm-up
+    batches = [torch.randint(0, cfg.vocab_size, (batch_size, T + 1), generator=g).to(dev) for _ in range(4)]
+    contestants = {
+        f"lmlab (attention={ours.config.attention})": _train_step(ours, batches, hf=False),
+        "transformers (attn sdpa, default)": _train_step(peer, batches, hf=True),
+        "lmlab (attention=sdpa)": _train_step(ours_sdpa, batches, hf=False),
+        "transformers (attn eager)": _train_step(peer_eager, batches, hf=True),
+    }
+    for step in contestants.values():  # warm-up
         _time_steps(step, 0, 3, dev)
     tokens = steps * batch_size * T
-    ours_tps, peer_tps = [], []
+    times: dict[str, list[float]] = {name: [] for name in contestants}
+    names = list(contestants)
     for r in range(repeats):
-        order = [(step_ours, ours_tps), (step_peer, peer_tps)]
-        for step, acc in order if r % 2 == 0 else order[::-1]:
-            acc.append(tokens / _time_steps(step, r * steps, steps, dev))
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            times[name].append(tokens / _time_steps(contestants[name], r * steps, steps, dev))
     if dev.type == "cuda":
-        name = torch.cuda.get_device_name(dev)
-        peak = next((v[0] for k, v in GPU_PEAK_TFLOPS.items() if k in name), None)
-        ref_name, ref = (f"{name} fp32 peak (MFU)", peak * 1e3) if peak else ("1024 matmul", matmul_gflops(device=dev))
+        gpu = torch.cuda.get_device_name(dev)
+        peak = next((v[0] for k, v in GPU_PEAK_TFLOPS.items() if k in gpu), None)
+        if peak:
+            ref_name, ref = f"{gpu} fp32 peak (MFU)", peak * 1e3
+        else:
+            ref_name, ref = "1024x1024 fp32 matmul", matmul_gflops(device=dev)
     else:
         ref_name, ref = "1024x1024 fp32 matmul", matmul_gflops(device=dev)
     return TrainBenchResult(
@@ -182,8 +216,7 @@ def bench_train(
         block_size=T,
         threads=torch.get_num_threads(),
         device=str(dev),
-        lmlab_tokens_per_s=statistics.median(ours_tps),
-        peer_tokens_per_s=statistics.median(peer_tps),
+        tokens_per_s={name: statistics.median(v) for name, v in times.items()},
         flops_per_token=ours.flops_per_token(T),
         reference_gflops=ref,
         reference_name=ref_name,

@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--prompt", default="The ", help="prompt of the sample printed at the end")
     t.add_argument("--sample-tokens", type=int, default=300, help="length of that sample in tokens")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.set_defaults(func=cmd_train, default_steps=600)
+    t.set_defaults(func=cmd_train, default_steps=1000)
 
     s = sub.add_parser("sample", help="generate text from a trained run")
     s.add_argument("--run", default=DEFAULT_RUN, help="run directory written by lmlab train")
@@ -241,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, default=12, help="sequences per step")
     b.add_argument("--block-size", type=int, default=None, help="tokens per sequence (default: the preset's)")
     b.add_argument("--steps", type=int, default=10, help="steps per timed repeat")
-    b.add_argument("--repeats", type=int, default=7, help="interleaved repeats (the median is reported)")
+    b.add_argument("--repeats", type=int, default=9, help="interleaved repeats (the median is reported)")
     b.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch")
     b.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     b.set_defaults(func=cmd_bench)

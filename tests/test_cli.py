@@ -77,3 +77,16 @@ def test_every_option_has_help():
 def test_info_and_python_dash_m():
     out = subprocess.run([sys.executable, "-m", "lmlab", "info"], capture_output=True, text=True, check=True).stdout
     assert "torch" in out and "device (auto)" in out and "widgets front end" in out
+
+
+def test_bench_train_reports_the_ratio_of_its_own_measurements(capsys):
+    from lmlab.bench import bench_train
+
+    result = bench_train("micro", batch_size=2, block_size=8, steps=1, repeats=1)
+    names = list(result.tokens_per_s)
+    assert names[0].startswith("lmlab") and names[1].startswith("transformers")
+    assert all(v > 0 for v in result.tokens_per_s.values())
+    assert result.ratio == result.tokens_per_s[names[0]] / result.tokens_per_s[names[1]]
+    assert f"{result.ratio:.3f}x" in result.report()
+    with pytest.raises(ValueError, match=r"block_size must be in \[1, 32\]"):
+        bench_train("micro", block_size=64, steps=1, repeats=1)

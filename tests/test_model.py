@@ -120,12 +120,28 @@ def test_causal_logits_do_not_depend_on_future_tokens():
 @pytest.mark.parametrize("activation", ["gelu", "gelu_tanh"])
 def test_naive_and_sdpa_attention_agree(activation):
     torch.manual_seed(1)
-    cfg = GPTConfig.preset("tiny", vocab_size=64, activation=activation)
+    cfg = GPTConfig.preset("tiny", vocab_size=64, activation=activation, attention="sdpa")
     sdpa = GPT(cfg).eval()
     naive = GPT(GPTConfig.preset("tiny", vocab_size=64, activation=activation, attention="naive")).eval()
     naive.load_state_dict(sdpa.state_dict())
     idx = torch.randint(0, 64, (4, 64))
     torch.testing.assert_close(naive(idx).logits, sdpa(idx).logits, atol=1e-5, rtol=0)
+
+
+def test_auto_attention_uses_the_explicit_path_for_short_cpu_contexts(monkeypatch):
+    calls = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    short = GPT(GPTConfig.preset("micro", block_size=256)).eval()
+    short(torch.zeros(1, 256, dtype=torch.long))
+    assert calls == []
+    long = GPT(GPTConfig.preset("micro", block_size=300)).eval()
+    long(torch.zeros(1, 300, dtype=torch.long))
+    assert len(calls) == 2  # one per layer
+    explicit = GPT(GPTConfig.preset("micro", block_size=300, attention="naive")).eval()
+    explicit.load_state_dict(long.state_dict())
+    idx = torch.randint(0, 256, (1, 300))
+    torch.testing.assert_close(explicit(idx).logits, long(idx).logits, atol=1e-5, rtol=0)
 
 
 def test_naive_attention_rows_are_causal_probabilities():
