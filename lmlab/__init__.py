@@ -2,11 +2,27 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from lmlab.data import TokenData, load_corpus, load_data
 from lmlab.model import GPT, GPTConfig
+from lmlab.synthetic import MarkovSource
+from lmlab.tokenizer import ByteTokenizer, CharTokenizer
+from lmlab.train import TrainConfig, Trainer
 
 try:
     __version__ = version("lmlab")
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0"
 
-__all__ = ["GPT", "GPTConfig", "__version__"]
+__all__ = [
+    "GPT",
+    "GPTConfig",
+    "ByteTokenizer",
+    "CharTokenizer",
+    "MarkovSource",
+    "TokenData",
+    "TrainConfig",
+    "Trainer",
+    "load_corpus",
+    "load_data",
+    "__version__",
+]

@@ -27,8 +27,9 @@ import numpy as np
 import torch
 
 from lmlab.device import resolve_device
+from lmlab.fileio import atomic_open
 from lmlab.model import IGNORE_INDEX
-from lmlab.tokenizer import ByteTokenizer, CharTokenizer, Tokenizer, _atomic_open, get_tokenizer
+from lmlab.tokenizer import ByteTokenizer, CharTokenizer, Tokenizer, get_tokenizer
 
 __all__ = [
     "BUILTIN_CORPORA",
@@ -124,7 +125,7 @@ def _download(name: str, info: CorpusInfo, dest: Path) -> None:
     """Stream ``info.url`` into a temporary file next to ``dest``, check it, then rename it to ``dest``."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     log.info("downloading corpus %r from %s to %s", name, info.url, dest)
-    with _atomic_open(dest) as f:  # any exception inside deletes the temporary file
+    with atomic_open(dest) as f:  # any exception inside deletes the temporary file
         h, received = hashlib.sha256(), 0
         for chunk in _stream(name, info, dest):  # disk errors from f.write stay OSErrors
             f.write(chunk)
@@ -239,7 +240,7 @@ def write_bin(
     dt = _bin_dtype(dtype, vocab_size if vocab_size is not None else hi + 1)
     if arr.size and (int(arr.min()) < 0 or hi > np.iinfo(dt).max):
         raise ValueError(f"ids range over [{int(arr.min())}, {hi}], which does not fit in {dt.name}")
-    with _atomic_open(path) as f:
+    with atomic_open(path) as f:
         arr.astype(dt).tofile(f)
     return dt
 

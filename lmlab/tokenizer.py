@@ -13,17 +13,16 @@ either kind back.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
+
+from lmlab.fileio import atomic_open
 
 __all__ = [
     "ByteTokenizer",
@@ -56,27 +55,6 @@ class Tokenizer(Protocol):
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-@contextlib.contextmanager
-def _atomic_open(path: str | os.PathLike[str], *, text: bool = False) -> Iterator[IO[Any]]:
-    """Open a temporary file next to ``path`` for writing; on a clean exit it replaces ``path`` in one step.
-
-    If the block raises, the temporary file is deleted and ``path`` is left as it was, so a reader never
-    sees a half-written file. The file gets the usual permissions (0666 less the umask).
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(tmp, "x" if text else "xb", **({"encoding": "utf-8"} if text else {})) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _check_text(text: Any) -> str:
     if not isinstance(text, str):
         hint = ""
@@ -136,7 +114,7 @@ def _read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _write_json(path: str | os.PathLike[str], d: dict[str, Any]) -> None:
-    with _atomic_open(path, text=True) as f:
+    with atomic_open(path, text=True) as f:
         json.dump(d, f, indent=1)  # ensure_ascii: any str, lone surrogates included, survives the trip
         f.write("\n")
 

@@ -35,6 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from lmlab.device import resolve_device
+from lmlab.fileio import atomic_open
 from lmlab.model import IGNORE_INDEX
 
 __all__ = [
@@ -316,17 +317,8 @@ def _atomic_save(obj: dict[str, Any], path: Path) -> None:
     checkpoint or the new one, never a partial file, even if the process dies mid-write.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    with atomic_open(path) as f:
+        torch.save(obj, f)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
