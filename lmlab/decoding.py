@@ -36,7 +36,6 @@ def _check_count(max_new_tokens: int) -> None:
         raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
 
 
-@torch.no_grad()
 def next_token_logits_stream(model: torch.nn.Module, prompt: torch.Tensor) -> Callable[[int | None], torch.Tensor]:
     """Return ``step(token)``: feed one token (None for the first call) and get the next logits (V,).
 
@@ -47,6 +46,7 @@ def next_token_logits_stream(model: torch.nn.Module, prompt: torch.Tensor) -> Ca
     tokens = prompt.tolist()
     state: dict = {"cache": model.new_cache(1) if hasattr(model, "new_cache") else None}
 
+    @torch.no_grad()
     def step(token: int | None) -> torch.Tensor:
         cache = state["cache"]
         if token is None:
@@ -68,14 +68,14 @@ def _device(model: torch.nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def greedy(
+def _generate(
     model: torch.nn.Module,
     prompt_ids: Sequence[int] | torch.Tensor,
-    *,
     max_new_tokens: int,
-    eos_token_id: int | None = None,
+    eos_token_id: int | None,
+    choose: Callable[[torch.Tensor], int],
 ) -> list[int]:
-    """Append the single most probable token ``max_new_tokens`` times (or until ``eos_token_id``)."""
+    """Prompt + up to ``max_new_tokens`` tokens, each picked by ``choose(logits (V,))``; stops after EOS."""
     _check_count(max_new_tokens)
     prompt = _as_prompt(prompt_ids, _device(model))
     out = prompt.tolist()
@@ -84,7 +84,7 @@ def greedy(
     step = next_token_logits_stream(model, prompt)
     logits = step(None)
     for i in range(max_new_tokens):
-        token = int(torch.argmax(logits))  # ties go to the lowest id
+        token = choose(logits)
         out.append(token)
         if token == eos_token_id or i == max_new_tokens - 1:
             break
@@ -92,7 +92,18 @@ def greedy(
     return out
 
 
-@torch.no_grad()
+def greedy(
+    model: torch.nn.Module,
+    prompt_ids: Sequence[int] | torch.Tensor,
+    *,
+    max_new_tokens: int,
+    eos_token_id: int | None = None,
+) -> list[int]:
+    """Append the single most probable token ``max_new_tokens`` times (or until ``eos_token_id``)."""
+    # ties go to the lowest id
+    return _generate(model, prompt_ids, max_new_tokens, eos_token_id, lambda logits: int(torch.argmax(logits)))
+
+
 def sample(
     model: torch.nn.Module,
     prompt_ids: Sequence[int] | torch.Tensor,
@@ -114,22 +125,12 @@ def sample(
         raise ValueError(f"top_k must be None or an integer >= 0 (0 means no cut), got {top_k!r}")
     if temperature == 0:
         return greedy(model, prompt_ids, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id)
-    _check_count(max_new_tokens)
-    prompt = _as_prompt(prompt_ids, _device(model))
-    out = prompt.tolist()
-    if max_new_tokens == 0:
-        return out
-    step = next_token_logits_stream(model, prompt)
-    logits = step(None)
-    for i in range(max_new_tokens):
+
+    def choose(logits: torch.Tensor) -> int:
         scaled = logits.float() / temperature
         if top_k:
             kth = torch.topk(scaled, min(top_k, scaled.numel())).values[-1]
             scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-        probs = torch.softmax(scaled, dim=-1)
-        token = int(torch.multinomial(probs, 1, generator=generator))
-        out.append(token)
-        if token == eos_token_id or i == max_new_tokens - 1:
-            break
-        logits = step(token)
-    return out
+        return int(torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=generator))
+
+    return _generate(model, prompt_ids, max_new_tokens, eos_token_id, choose)
