@@ -4,6 +4,10 @@
 ``GPT2LMHeadModel`` with the same shape and the same weights, on the same batches, fp32, interleaved
 repeats, median. Achieved GFLOP/s use the PaLM training-FLOP count (``GPT.flops_per_token``) and are
 compared with this machine's measured fp32 1024x1024 matmul rate (CPU) or the device's peak (GPU: MFU).
+
+``lmlab bench decode``: generation with ``lmlab.decoding`` against transformers' ``generate`` on the same
+weights (greedy and beam search, batch 1, KV cache on both sides), checking that the outputs are
+identical; and lmlab's greedy decoding with and without the KV cache as the output grows.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +25,16 @@ import torch.nn.functional as F
 from lmlab.device import resolve_device
 from lmlab.model import GPT, GPTConfig
 
-__all__ = ["matmul_gflops", "bench_train", "TrainBenchResult", "GPU_PEAK_TFLOPS"]
+__all__ = [
+    "matmul_gflops",
+    "bench_train",
+    "TrainBenchResult",
+    "bench_decode",
+    "DecodeBenchResult",
+    "DecodeBenchRow",
+    "CacheBenchRow",
+    "GPU_PEAK_TFLOPS",
+]
 
 # Dense peak TFLOP/s by device name fragment: (fp32 without tensor cores, bf16 tensor cores), from the
 # vendors' data sheets (NVIDIA H100 SXM, A100, L4, T4 data sheets).
@@ -220,6 +235,228 @@ def bench_train(
         flops_per_token=ours.flops_per_token(T),
         reference_gflops=ref,
         reference_name=ref_name,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+@dataclass
+class DecodeBenchRow:
+    """One generation task timed for lmlab and transformers on the same weights and prompt."""
+
+    shape: str  # preset whose shape the model has
+    params: int  # parameters, embeddings included
+    method: str  # "greedy" or "beam search, N beams"
+    new_tokens: int  # tokens generated (no EOS: every run generates all of them)
+    tokens_per_s: dict[str, float]  # "lmlab" and "transformers": median new tokens per second
+    identical: bool  # lmlab's output equals transformers'
+
+    @property
+    def ratio(self) -> float:
+        """lmlab tokens/s divided by transformers tokens/s (> 1: lmlab is faster)."""
+        return self.tokens_per_s["lmlab"] / self.tokens_per_s["transformers"]
+
+
+@dataclass
+class CacheBenchRow:
+    """lmlab greedy decoding of ``new_tokens`` tokens with and without the KV cache (median seconds)."""
+
+    new_tokens: int
+    seconds: dict[str, float]  # "with cache", "without cache"
+
+    def ms_per_token(self, which: str) -> float:
+        return 1e3 * self.seconds[which] / self.new_tokens
+
+    @property
+    def slowdown(self) -> float:
+        """Time without the cache divided by time with it."""
+        return self.seconds["without cache"] / self.seconds["with cache"]
+
+
+@dataclass
+class DecodeBenchResult:
+    """Everything ``lmlab bench decode`` measured; :meth:`report` prints it."""
+
+    threads: int
+    device: str
+    prompt_len: int
+    repeats: int
+    rows: list[DecodeBenchRow]
+    cache_shape: str
+    cache_block_size: int
+    cache_rows: list[CacheBenchRow]
+
+    def report(self) -> str:
+        out = [
+            f"decode bench: lmlab vs transformers generate, same weights, batch 1, prompt {self.prompt_len} tokens, "
+            f"no EOS, fp32, device {self.device}, {self.threads} threads, median of {self.repeats} interleaved repeats",
+            f"  {'shape':7}{'params':>8}  {'method':26}{'new tokens':>11}{'lmlab tok/s':>13}"
+            f"{'transformers tok/s':>20}{'ratio':>8}  identical",
+        ]
+        for r in self.rows:
+            out.append(
+                f"  {r.shape:7}{r.params / 1e6:7.1f}M  {r.method:26}{r.new_tokens:>11}"
+                f"{r.tokens_per_s['lmlab']:13,.0f}{r.tokens_per_s['transformers']:20,.0f}"
+                f"{r.ratio:7.2f}x  {'yes' if r.identical else 'NO'}"
+            )
+        if self.rows:
+            same = all(r.identical for r in self.rows)
+            out.append(f"  identical: {'yes' if same else 'NO'} (lmlab's outputs equal transformers' token for token)")
+        if self.cache_rows:
+            out.append(
+                f"KV cache: lmlab greedy on the {self.cache_shape} shape (block_size {self.cache_block_size}), "
+                "with vs without the cache (same tokens)"
+            )
+            out.append(f"  {'new tokens':>10}{'with cache ms/token':>21}{'without cache ms/token':>24}{'slowdown':>10}")
+            for c in self.cache_rows:
+                out.append(
+                    f"  {c.new_tokens:>10}{c.ms_per_token('with cache'):21.3f}"
+                    f"{c.ms_per_token('without cache'):24.3f}{c.slowdown:9.1f}x"
+                )
+        return "\n".join(out)
+
+
+def _median_seconds(
+    contestants: dict[str, Callable[[], object]], repeats: int, device: torch.device
+) -> dict[str, float]:
+    """Median wall time of each zero-argument call; every repeat runs all of them, in a rotating order."""
+    names = list(contestants)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            _sync(device)
+            t0 = time.perf_counter()
+            contestants[name]()
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def _hf_gpt2_like(transformers: Any, cfg: GPTConfig, seed: int) -> torch.nn.Module:
+    """A randomly initialised transformers GPT2LMHeadModel of shape ``cfg``, without EOS, in eval mode."""
+    torch.manual_seed(seed)
+    hf_cfg = transformers.GPT2Config(
+        vocab_size=cfg.vocab_size,
+        n_positions=cfg.block_size,
+        n_embd=cfg.n_embd,
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        activation_function="gelu",  # exact GELU, as lmlab's default
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=None,
+        eos_token_id=None,  # no EOS: every run generates exactly the requested number of tokens
+        pad_token_id=0,
+    )
+    return transformers.GPT2LMHeadModel(hf_cfg).eval()
+
+
+def _generation_tasks(
+    ours: GPT, peer: torch.nn.Module, prompt: torch.Tensor, greedy_tokens: int, beam_tokens: int, num_beams: int
+) -> dict[str, tuple[int, Callable[[], list[int]], Callable[[], list[int]]]]:
+    """method -> (new tokens, lmlab call, transformers call); each call returns prompt + generated tokens."""
+    from lmlab.decoding import beam_search, greedy
+
+    input_ids, mask = prompt.unsqueeze(0), torch.ones(1, prompt.numel(), dtype=torch.long, device=prompt.device)
+
+    def hf(n: int, beams: int) -> list[int]:
+        with torch.no_grad():
+            out = peer.generate(input_ids, attention_mask=mask, max_new_tokens=n, num_beams=beams, do_sample=False,
+                                pad_token_id=0)
+        return out[0].tolist()
+
+    def lmlab_beam() -> list[int]:
+        return beam_search(ours, prompt, num_beams=num_beams, max_new_tokens=beam_tokens)[0].tokens
+
+    return {
+        "greedy": (greedy_tokens, partial(greedy, ours, prompt, max_new_tokens=greedy_tokens),
+                   partial(hf, greedy_tokens, 1)),
+        f"beam search, {num_beams} beams": (beam_tokens, lmlab_beam, partial(hf, beam_tokens, num_beams)),
+    }
+
+
+def bench_decode(
+    shapes: tuple[str, ...] = ("tiny", "small"),
+    *,
+    greedy_tokens: int = 200,
+    beam_tokens: int = 64,
+    num_beams: int = 4,
+    prompt_len: int = 16,
+    cache_lengths: tuple[int, ...] = (64, 128, 256, 512, 1024),
+    cache_shape: str = "tiny",
+    repeats: int = 5,
+    cache_repeats: int = 3,
+    threads: int | None = 2,
+    device: str = "cpu",
+    seed: int = 0,
+) -> DecodeBenchResult:
+    """Generation speed, lmlab vs transformers ``generate`` on identical weights, and the KV cache's effect.
+
+    For each preset shape in ``shapes`` (vocabulary 256; block_size raised to fit prompt + output): greedy
+    decoding of ``greedy_tokens`` tokens and beam search with ``num_beams`` beams for ``beam_tokens``
+    tokens, batch 1, both libraries with their KV caches. Outputs are checked to be identical (a
+    RuntimeError otherwise). Then lmlab's greedy decoding on the ``cache_shape`` shape, with block_size
+    ``prompt_len + max(cache_lengths)``, with and without the KV cache, for each of ``cache_lengths``.
+    Times are medians over interleaved repeats. Needs ``transformers`` when ``shapes`` is not empty.
+    """
+    from lmlab.decoding import greedy
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    for name, value in (("greedy_tokens", greedy_tokens), ("beam_tokens", beam_tokens), ("num_beams", num_beams),
+                        ("prompt_len", prompt_len), ("repeats", repeats), ("cache_repeats", cache_repeats)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in cache_lengths):
+        raise ValueError(f"cache_lengths must be integers >= 1, got {cache_lengths!r}")
+    g = torch.Generator().manual_seed(seed)
+    rows: list[DecodeBenchRow] = []
+    if shapes:
+        try:
+            import transformers
+        except ImportError as err:  # pragma: no cover - depends on the environment
+            raise ImportError("lmlab bench decode compares with transformers: pip install transformers") from err
+    for shape in shapes:
+        base = GPTConfig.preset(shape)
+        cfg = replace(base, block_size=max(base.block_size, prompt_len + max(greedy_tokens, beam_tokens)))
+        peer = _hf_gpt2_like(transformers, cfg, seed).to(dev)
+        ours = GPT.from_hf_gpt2(peer).to(dev).eval()
+        prompt = torch.randint(0, cfg.vocab_size, (prompt_len,), generator=g).to(dev)
+        tasks = _generation_tasks(ours, peer, prompt, greedy_tokens, beam_tokens, num_beams)
+        for method, (n, ours_fn, hf_fn) in tasks.items():
+            mine, theirs = ours_fn(), hf_fn()  # also the warm-up
+            if mine != theirs:
+                raise RuntimeError(
+                    f"{shape} {method}: lmlab's output differs from transformers'\n  lmlab:        {mine}\n"
+                    f"  transformers: {theirs}"
+                )
+            secs = _median_seconds({"lmlab": ours_fn, "transformers": hf_fn}, repeats, dev)
+            rows.append(DecodeBenchRow(shape, ours.num_params(non_embedding=False), method, n,
+                                       {k: n / v for k, v in secs.items()}, identical=True))
+
+    cache_rows: list[CacheBenchRow] = []
+    cache_block = prompt_len + max(cache_lengths, default=0)
+    if cache_lengths:
+        torch.manual_seed(seed)
+        model = GPT(GPTConfig.preset(cache_shape, block_size=cache_block)).to(dev).eval()
+        prompt = torch.randint(0, model.vocab_size, (prompt_len,), generator=g).to(dev)
+        for n in cache_lengths:
+            cached = partial(greedy, model, prompt, max_new_tokens=n)
+            uncached = partial(greedy, model, prompt, max_new_tokens=n, use_cache=False)
+            if cached() != uncached():  # also the warm-up
+                raise RuntimeError(f"greedy decoding of {n} tokens differs with and without the KV cache")
+            secs = _median_seconds({"with cache": cached, "without cache": uncached}, cache_repeats, dev)
+            cache_rows.append(CacheBenchRow(n, secs))
+    return DecodeBenchResult(
+        threads=torch.get_num_threads(),
+        device=str(dev),
+        prompt_len=prompt_len,
+        repeats=repeats,
+        rows=rows,
+        cache_shape=cache_shape,
+        cache_block_size=cache_block,
+        cache_rows=cache_rows,
     )
 
 

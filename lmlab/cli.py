@@ -141,8 +141,16 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    """"64,128,256" -> (64, 128, 256); an empty string gives ()."""
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    from lmlab.bench import bench_train
+    from lmlab.bench import bench_decode, bench_train
 
     if args.what == "train":
         result = bench_train(
@@ -150,11 +158,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             block_size=args.block_size,
             steps=args.steps,
-            repeats=args.repeats,
+            repeats=args.repeats if args.repeats is not None else 9,
             threads=args.threads,
             device=args.device,
         )
-        print(result.report())
+    else:
+        result = bench_decode(
+            tuple(s for s in args.shapes.split(",") if s),
+            greedy_tokens=args.greedy_tokens,
+            beam_tokens=args.beam_tokens,
+            num_beams=args.num_beams,
+            prompt_len=args.prompt_len,
+            cache_lengths=args.cache_lengths,
+            repeats=args.repeats if args.repeats is not None else 5,
+            cache_repeats=args.cache_repeats,
+            threads=args.threads,
+            device=args.device,
+        )
+    print(result.report())
     return 0
 
 
@@ -236,12 +257,26 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_score)
 
     b = sub.add_parser("bench", help="benchmarks against a named peer, printing ratios")
-    b.add_argument("what", choices=["train"], help="train: lmlab vs transformers GPT2LMHeadModel training steps")
-    b.add_argument("--preset", default="tiny", help="model shape")
-    b.add_argument("--batch-size", type=int, default=12, help="sequences per step")
-    b.add_argument("--block-size", type=int, default=None, help="tokens per sequence (default: the preset's)")
-    b.add_argument("--steps", type=int, default=10, help="steps per timed repeat")
-    b.add_argument("--repeats", type=int, default=9, help="interleaved repeats (the median is reported)")
+    b.add_argument("what", choices=["train", "decode"],
+                   help="train: lmlab vs transformers GPT2LMHeadModel training steps; decode: lmlab.decoding vs "
+                        "transformers generate (greedy, beam search) and generation with vs without the KV cache")
+    b.add_argument("--preset", default="tiny", help="train: model shape")
+    b.add_argument("--batch-size", type=int, default=12, help="train: sequences per step")
+    b.add_argument("--block-size", type=int, default=None, help="train: tokens per sequence (default: the preset's)")
+    b.add_argument("--steps", type=int, default=10, help="train: steps per timed repeat")
+    b.add_argument("--shapes", default="tiny,small",
+                   help="decode: comma-separated preset shapes to compare with transformers (empty: none)")
+    b.add_argument("--greedy-tokens", type=int, default=200, help="decode: new tokens of the greedy run")
+    b.add_argument("--beam-tokens", type=int, default=64, help="decode: new tokens of the beam search run")
+    b.add_argument("--num-beams", type=int, default=4, help="decode: beams of the beam search run")
+    b.add_argument("--prompt-len", type=int, default=16, help="decode: tokens in the (random) prompt")
+    b.add_argument("--cache-lengths", type=_int_list, default=(64, 128, 256, 512, 1024),
+                   help="decode: comma-separated output lengths for the with/without KV cache comparison "
+                        "(empty: skip it)")
+    b.add_argument("--cache-repeats", type=int, default=3,
+                   help="decode: repeats of the KV cache comparison (its uncached runs are slow)")
+    b.add_argument("--repeats", type=int, default=None,
+                   help="interleaved repeats, the median is reported (default: 9 for train, 5 for decode)")
     b.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch")
     b.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     b.set_defaults(func=cmd_bench)

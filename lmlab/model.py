@@ -9,7 +9,7 @@ The model returns logits for *every* position: likelihood scoring needs them all
 - ``"naive"``: the explicit ``T x T`` score matrix, softmax and weighted sum, for teaching;
 - ``"sdpa"``: ``torch.nn.functional.scaled_dot_product_attention``, PyTorch's fused kernels, for speed;
 - ``"auto"`` (the default): the explicit path on the CPU for up to 256 keys, where it is faster than
-  SDPA's CPU kernel, and SDPA everywhere else (GPUs, long contexts).
+  SDPA's CPU kernel, and SDPA everywhere else (GPUs, long contexts, one new token of cached decoding).
 """
 
 from __future__ import annotations
@@ -221,7 +221,8 @@ class CausalSelfAttention(nn.Module):
         S = k.shape[2]
         impl = self.implementation
         if impl == "auto":
-            impl = "naive" if q.device.type == "cpu" and S <= AUTO_EXPLICIT_MAX_KEYS else "sdpa"
+            # one new query (cached decoding) needs no mask, and SDPA does it in a single fused call
+            impl = "naive" if q.device.type == "cpu" and T > 1 and S <= AUTO_EXPLICIT_MAX_KEYS else "sdpa"
         if impl == "naive":
             y = self._naive(q, k, v)
         else:
