@@ -60,9 +60,12 @@ def assert_same_beams(hf, ours, prompt, **kw):
     assert [h.tokens for h in hyps] == seqs, kw
     if scores is not None:  # num_beams=1 runs greedy search in transformers: no scores
         for h, s in zip(hyps, scores, strict=True):
-            # 1e-4; relative 1e-5 for large |score|: length_penalty < 0 multiplies the ~1e-6 differences between
-            # the two implementations' logits by length ** -length_penalty (81 for 9 tokens and -2)
-            assert h.score == pytest.approx(s, abs=1e-4, rel=1e-5), kw
+            # compare the summed log-probs to 1e-4: a length_penalty < 0 multiplies the ~1e-6 differences of
+            # the two implementations' logits by length ** -length_penalty (81 for 9 tokens and -2), so the
+            # scores themselves are compared through the exact normalisation formula
+            norm = (len(h.tokens) - len(prompt)) ** kw.get("length_penalty", 1.0)
+            assert h.logprob == pytest.approx(s * norm, abs=1e-4), kw
+            assert h.score == pytest.approx(h.logprob / norm, rel=1e-6), kw
     return seqs
 
 

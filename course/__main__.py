@@ -1,0 +1,116 @@
+"""`python -m course COMMAND`: the instructor's commands, run from the repository root.
+
+Each grading command is one nbgrader command run in course/ (where nbgrader finds nbgrader_config.py);
+options this wrapper does not know are passed on to nbgrader, e.g. `autograde 01_objective --student ada`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from course import ROOT, lesson_notebooks, lessons, nbgrader
+
+SUCCESS = "Success! Your notebook passes all the tests."
+
+
+def _lessons(names: list[str], root: Path = ROOT) -> list[str]:
+    known = lessons(root)
+    for name in names:
+        if name not in known:
+            raise SystemExit(f"no lesson {name!r} in assessments/; lessons are: {', '.join(known) or 'none yet'}")
+    return names or known
+
+
+def release(names: list[str], extra: list[str], root: Path = ROOT, **run_kwargs) -> int:
+    """Generate the student notebooks of the lessons (default: all) into notebooks/; returns the exit status."""
+    for lesson in _lessons(names, root):
+        code = nbgrader(["generate_assignment", lesson, "--force", *extra], root=root, **run_kwargs).returncode
+        if code:
+            return code
+    return 0
+
+
+def validate(names: list[str], extra: list[str], root: Path = ROOT, **run_kwargs) -> int:
+    """Validate the source notebooks of the lessons (default: all).
+
+    nbgrader validate prints its verdict and always exits 0; this returns 1 unless every notebook passed.
+    """
+    paths = [str(p) for lesson in _lessons(names, root) for p in lesson_notebooks(lesson, root)]
+    if not paths:
+        print("no lessons to validate")
+        return 0
+    result = nbgrader(["validate", *paths, *extra], root=root, capture_output=True, text=True, **run_kwargs)
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    return 0 if result.returncode == 0 and result.stdout.count(SUCCESS) == len(paths) else 1
+
+
+def questions(lesson: str, check: bool, root: Path = ROOT) -> int:
+    """Render a lesson's questions.toml into its source notebooks (check: only report what would change)."""
+    from course.questions import render_lesson
+
+    try:
+        changed = render_lesson(root / "assessments" / _lessons([lesson], root)[0], check=check)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for path in changed:
+        print(f"{'out of date' if check else 'updated'}: {path.relative_to(root)}")
+    if not changed:
+        print("question cells are up to date")
+    return 1 if check and changed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m course", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("release", help="generate the student notebooks in notebooks/ (and the gradebook entries)")
+    p.add_argument("lessons", nargs="*", help="lesson folders (default: all)")
+    p = sub.add_parser("questions", help="render assessments/LESSON/questions.toml into the lesson's notebooks")
+    p.add_argument("lesson")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if the cells are out of date")
+    p = sub.add_parser("validate", help="run the source notebooks' tests, visible and hidden")
+    p.add_argument("lessons", nargs="*", help="lesson folders (default: all)")
+    p = sub.add_parser("collect", help="collect submissions: from course/grading/downloaded/LESSON/archive/ "
+                                       "(nbgrader zip_collect), or from the exchange with --exchange")
+    p.add_argument("lesson")
+    p.add_argument("--exchange", action="store_true", help="nbgrader collect from the JupyterHub exchange")
+    for name, what in (("autograde", "autograde the collected submissions"),
+                       ("feedback", "write HTML feedback to course/grading/feedback/")):
+        p = sub.add_parser(name, help=what)
+        p.add_argument("lesson")
+    sub.add_parser("export", help="write the grades to course/grading/grades.csv")
+    p = sub.add_parser("bench", help="time and peak memory of each source notebook, normal and grading mode")
+    p.add_argument("lessons", nargs="*", help="lesson folders (default: all)")
+    p.add_argument("--student", action="store_true", help="run the student versions in notebooks/ instead")
+    sub.add_parser("nbgrader", help="any other nbgrader command, run in course/ (e.g. `nbgrader db student list`)")
+
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "nbgrader":
+        return nbgrader(extra).returncode
+    if extra and args.command in ("questions", "bench"):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "release":
+        return release(args.lessons, extra)
+    if args.command == "questions":
+        return questions(args.lesson, args.check)
+    if args.command == "validate":
+        return validate(args.lessons, extra)
+    if args.command == "collect":
+        lesson = _lessons([args.lesson])[0]
+        return nbgrader(["collect" if args.exchange else "zip_collect", lesson, *extra]).returncode
+    if args.command == "autograde":
+        return nbgrader(["autograde", _lessons([args.lesson])[0], *extra]).returncode
+    if args.command == "feedback":
+        return nbgrader(["generate_feedback", _lessons([args.lesson])[0], *extra]).returncode
+    if args.command == "export":
+        return nbgrader(["export", *extra]).returncode
+    from course.bench import bench
+
+    return bench(_lessons(args.lessons), student=args.student)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""nbgrader configuration of the lmlab course (nbgrader 0.9).
+
+nbgrader reads this file when it runs in this folder: `cd course && nbgrader autograde 01_objective`,
+or `python -m course autograde 01_objective` from the repository root, which does exactly that.
+Every path below is relative to the repository root, found from this file's location.
+
+    assessments/<lesson>/             source: instructor notebooks (solutions, hidden tests), questions.toml
+    notebooks/<lesson>/               release: student notebooks, generated, committed
+    course/grading/                   git-ignored: gradebook.db, submitted/, autograded/, feedback/, ...
+"""
+
+from pathlib import Path
+
+from nbgrader.converters import GenerateAssignment, GenerateFeedback
+from nbgrader.preprocessors import ClearHiddenTests, ClearOutput, NbGraderPreprocessor
+
+c = get_config()  # noqa: F821 -- provided by traitlets when it loads this file
+
+ROOT = Path(__file__).resolve().parent.parent
+GRADING = "course/grading"
+
+c.CourseDirectory.course_id = "lmlab"
+c.CourseDirectory.root = str(ROOT)
+c.CourseDirectory.source_directory = "assessments"
+c.CourseDirectory.release_directory = "notebooks"
+c.CourseDirectory.submitted_directory = f"{GRADING}/submitted"
+c.CourseDirectory.autograded_directory = f"{GRADING}/autograded"
+c.CourseDirectory.feedback_directory = f"{GRADING}/feedback"
+c.CourseDirectory.solution_directory = f"{GRADING}/solution"
+c.CourseDirectory.source_with_tests_directory = f"{GRADING}/source_with_tests"
+c.CourseDirectory.db_url = f"sqlite:///{ROOT / GRADING / 'gradebook.db'}"
+# Files of a lesson folder other than notebooks are copied to students and into grading;
+# questions.toml holds the answers, so it stays behind.
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "questions.toml"]
+
+# `nbgrader zip_collect`: put submissions in course/grading/downloaded/<lesson>/archive/ as
+# <student_id>/<notebook>.ipynb, or as zip files holding that layout.
+c.ZipCollectApp.downloaded_directory = f"{GRADING}/downloaded"
+c.FileNameCollectorPlugin.named_regexp = r".*/(?P<student_id>[^/]+)/(?P<file_id>[^/]+\.ipynb)$"
+# `nbgrader export` writes the grades here unless given --to.
+c.ExportPlugin.to = str(ROOT / GRADING / "grades.csv")
+
+# nbgrader's markup, spelled out (these are its defaults).
+c.ClearSolutions.begin_solution_delimeter = "BEGIN SOLUTION"
+c.ClearSolutions.end_solution_delimeter = "END SOLUTION"
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+c.ClearHiddenTests.begin_test_delimeter = "BEGIN HIDDEN TESTS"
+c.ClearHiddenTests.end_test_delimeter = "END HIDDEN TESTS"
+
+# Executing (autograde, validate). A lesson runs in <= 45 s in grading mode, so no correct cell comes
+# near this per-cell limit; a cell that runs longer is interrupted and scores 0, and grading goes on.
+c.Execute.timeout = 60
+c.Execute.interrupt_on_timeout = True
+# nbgrader scores a test cell 0 when it wrote anything to stderr; warnings and progress bars of
+# correct code must not cost points (a failing test raises, and that is recorded as an error).
+c.IgnorePattern.enabled = True
+c.IgnorePattern.pattern = r"[\s\S]*"
+# A submission that deleted a test cell gets it back (and its points are decided by running it).
+c.OverwriteCells.add_missing_cells = True
+
+
+class StudentVersion(NbGraderPreprocessor):
+    """Make the released notebook what students should see, and the same on every generation.
+
+    - a solution cell whose metadata has `course.stub` shows that stub (e.g. `answer_q1 = ""`)
+      instead of nbgrader's `raise NotImplementedError()`;
+    - exercise code cells (solution and test cells) get the `raises-exception` tag, so that "Run all"
+      in JupyterLab, nbclient and nbval go on past an exercise the student has not done yet;
+    - only stable metadata is kept (no widget state, no editor state, no `course` keys).
+    """
+
+    notebook_keys = ("kernelspec", "language_info")
+    cell_keys = ("nbgrader", "tags", "editable", "deletable", "jupyter", "slideshow")
+
+    def preprocess(self, nb, resources):
+        nb.metadata = {k: nb.metadata[k] for k in self.notebook_keys if k in nb.metadata}
+        return super().preprocess(nb, resources)
+
+    def preprocess_cell(self, cell, resources, index):
+        grading = cell.metadata.get("nbgrader", {})
+        stub = cell.metadata.get("course", {}).get("stub")
+        if stub is not None and grading.get("solution"):
+            cell.source = stub
+        cell.metadata = {k: cell.metadata[k] for k in self.cell_keys if k in cell.metadata}
+        if cell.cell_type == "code" and (grading.get("solution") or grading.get("grade")):
+            tags = cell.metadata.setdefault("tags", [])
+            if "raises-exception" not in tags:
+                tags.append("raises-exception")
+        return cell, resources
+
+
+class FeedbackWithoutHiddenTests(ClearHiddenTests):
+    """Feedback shows no hidden test code: it is cut from the cells, and the tracebacks of cells that
+    had hidden tests are cut to their last line (IPython tracebacks quote the lines around the error)."""
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type == "code" and self._remove_hidden_test_region(cell):
+            for output in cell.outputs:
+                if output.output_type == "error":
+                    output.traceback = [f"{output.ename}: {output.evalue}"]
+        return cell, resources
+
+
+_release = GenerateAssignment.class_traits()["preprocessors"].default()
+_release.insert(_release.index(ClearOutput) + 1, StudentVersion)
+c.GenerateAssignment.preprocessors = _release
+
+_feedback = GenerateFeedback.class_traits()["preprocessors"].default()
+_feedback.insert(1, FeedbackWithoutHiddenTests)  # after GetGrades, which reads the scores
+c.GenerateFeedback.preprocessors = _feedback

@@ -1,0 +1,76 @@
+"""lmlab.widgets: the widgets build without a front end, and their logic is plain functions."""
+
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+from lmlab import widgets  # noqa: E402
+from lmlab.objective import BigramLM  # noqa: E402
+from lmlab.synthetic import MarkovSource  # noqa: E402
+
+pytest.importorskip("ipywidgets")
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture(scope="module")
+def source():
+    return MarkovSource(5, 1, seed=0)
+
+
+def test_next_token_viewer_controls(source):
+    viewer = widgets.next_token_viewer({"truth": source.as_model(), "uniform": BigramLM(5)}, source,
+                                       text=source.decode([1, 2]), k=3)
+    import ipywidgets
+
+    text, k = viewer.children[0], viewer.children[1]
+    assert isinstance(text, ipywidgets.Text) and text.value == source.decode([1, 2])
+    assert isinstance(k, ipywidgets.IntSlider) and k.value == 3
+    k.value = 4  # changing a control reruns the function without a front end
+    assert viewer.kwargs == {"text": source.decode([1, 2]), "k": 4}
+
+
+def test_show_next_tokens_draws_the_distribution(source, monkeypatch):
+    monkeypatch.setattr(plt, "show", lambda: None)
+    widgets._show_next_tokens({"truth": source.as_model()}, source, source.decode([3]), 5)
+    ax = plt.gcf().axes[0]
+    heights = sorted((p.get_height() for p in ax.patches), reverse=True)
+    assert heights == pytest.approx(sorted(source.next_token_probs([3]), reverse=True), rel=1e-6)
+
+
+def test_show_next_tokens_explains_bad_input(source, capsys):
+    widgets._show_next_tokens({"truth": source.as_model()}, source, "", 5)
+    assert "cannot score this context" in capsys.readouterr().out
+    widgets._show_next_tokens({"truth": source.as_model()}, source, "notaword", 5)
+    assert "unknown word" in capsys.readouterr().out
+
+
+def test_lr_explorer_and_description(monkeypatch):
+    results = {1e-3: [2.0, 1.5, 1.2, 1.0], 1e-1: [2.0, 9.0, 3.0, 2.5], 1.0: [2.0, float("nan")]}
+    monkeypatch.setattr(plt, "show", lambda: None)
+    explorer = widgets.lr_explorer(results)
+    slider = explorer.children[0]
+    assert [value for _, value in slider.options] == [1e-3, 1e-1, 1.0]
+    assert slider.value == 1e-1
+    assert widgets.describe_lr_run(results, 1e-3).startswith("lr = 0.001: learning")
+    assert "spiking" in widgets.describe_lr_run(results, 1e-1)
+    assert "diverged" in widgets.describe_lr_run(results, 1.0)
+    with pytest.raises(ValueError):
+        widgets.describe_lr_run(results, 0.5)
+    with pytest.raises(ValueError):
+        widgets.lr_explorer({})
+
+
+def test_clear_message_without_ipywidgets(monkeypatch, source):
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)
+    with pytest.raises(ImportError, match="pip install ipywidgets"):
+        widgets.next_token_viewer(source.as_model(), source)
