@@ -177,26 +177,8 @@ def bench_train(
     if not 1 <= T <= cfg.block_size:
         raise ValueError(f"block_size must be in [1, {cfg.block_size}] for preset {preset!r}, got {T}")
 
-    def hf_model(attn: str) -> torch.nn.Module:
-        torch.manual_seed(seed)
-        hf_cfg = transformers.GPT2Config(
-            vocab_size=cfg.vocab_size,
-            n_positions=cfg.block_size,
-            n_embd=cfg.n_embd,
-            n_layer=cfg.n_layer,
-            n_head=cfg.n_head,
-            activation_function="gelu",  # exact GELU, as lmlab's default
-            resid_pdrop=0.0,
-            embd_pdrop=0.0,
-            attn_pdrop=0.0,
-            bos_token_id=0,
-            eos_token_id=0,
-            attn_implementation=attn,
-        )
-        return transformers.GPT2LMHeadModel(hf_cfg).to(dev).train()
-
-    peer = hf_model("sdpa")
-    peer_eager = hf_model("eager")
+    peer = _hf_gpt2_like(transformers, cfg, seed, attn="sdpa").to(dev).train()
+    peer_eager = _hf_gpt2_like(transformers, cfg, seed, attn="eager").to(dev).train()
     ours = GPT.from_hf_gpt2(peer).to(dev).train()
     ours_sdpa = GPT(replace(ours.config, attention="sdpa")).to(dev).train()
     ours_sdpa.load_state_dict(ours.state_dict())
@@ -331,8 +313,11 @@ def _median_seconds(
     return {name: statistics.median(v) for name, v in times.items()}
 
 
-def _hf_gpt2_like(transformers: Any, cfg: GPTConfig, seed: int) -> torch.nn.Module:
-    """A randomly initialised transformers GPT2LMHeadModel of shape ``cfg``, without EOS, in eval mode."""
+def _hf_gpt2_like(transformers: Any, cfg: GPTConfig, seed: int, attn: str = "sdpa") -> torch.nn.Module:
+    """A randomly initialised transformers GPT2LMHeadModel of shape ``cfg``, without EOS, in eval mode.
+
+    ``attn`` is transformers' attention implementation: "sdpa" (its default) or "eager" (explicit).
+    """
     torch.manual_seed(seed)
     hf_cfg = transformers.GPT2Config(
         vocab_size=cfg.vocab_size,
@@ -347,6 +332,7 @@ def _hf_gpt2_like(transformers: Any, cfg: GPTConfig, seed: int) -> torch.nn.Modu
         bos_token_id=None,
         eos_token_id=None,  # no EOS: every run generates exactly the requested number of tokens
         pad_token_id=0,
+        attn_implementation=attn,
     )
     return transformers.GPT2LMHeadModel(hf_cfg).eval()
 
