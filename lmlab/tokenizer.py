@@ -120,8 +120,25 @@ def _write_json(path: str | os.PathLike[str], d: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- char
+class _SavedAsJson:
+    """``save``/``load`` for tokenizers that describe themselves with a ``to_dict()`` method."""
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the tokenizer to ``path`` as JSON (atomically: a temporary file, then a rename)."""
+        _write_json(path, self.to_dict())  # type: ignore[attr-defined]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Any:
+        """Read a tokenizer written by :meth:`save`; ValueError if the file holds another kind."""
+        tok = load_tokenizer(path)
+        if not isinstance(tok, cls):
+            what = type(tok).__name__
+            raise ValueError(f"{os.fspath(path)} holds a {what}, not a {cls.__name__}; use load_tokenizer")
+        return tok
+
+
 @dataclass(eq=True)
-class CharTokenizer:
+class CharTokenizer(_SavedAsJson):
     """One token per character; token id ``i`` is the character ``chars[i]``.
 
     Build one with :meth:`from_text`. ``unknown`` decides what :meth:`encode` does with a character that
@@ -204,18 +221,6 @@ class CharTokenizer:
             "chars": list(self.chars),
         }
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the tokenizer to ``path`` as JSON (atomically: a temporary file, then a rename)."""
-        _write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> CharTokenizer:
-        """Read a tokenizer written by :meth:`save`; ValueError if the file is not one."""
-        tok = load_tokenizer(path)
-        if not isinstance(tok, cls):
-            what = type(tok).__name__
-            raise ValueError(f"{os.fspath(path)} holds a {what}, not a CharTokenizer; use load_tokenizer")
-        return tok
 
     def __repr__(self) -> str:
         return f"CharTokenizer(vocab_size={self.vocab_size}, unknown={self.unknown!r})"
@@ -223,7 +228,7 @@ class CharTokenizer:
 
 # ---------------------------------------------------------------------------------------------- byte
 @dataclass(eq=True)
-class ByteTokenizer:
+class ByteTokenizer(_SavedAsJson):
     """One token per UTF-8 byte: vocabulary 256, and every string round-trips.
 
     :meth:`decode` of a byte sequence that is not valid UTF-8 (say, a character cut in the middle by
@@ -262,18 +267,6 @@ class ByteTokenizer:
     def to_dict(self) -> dict[str, Any]:
         return {"type": "byte", "format_version": FORMAT_VERSION}
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the tokenizer to ``path`` as JSON (atomically)."""
-        _write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> ByteTokenizer:
-        """Read a tokenizer written by :meth:`save`; ValueError if the file is not one."""
-        tok = load_tokenizer(path)
-        if not isinstance(tok, cls):
-            what = type(tok).__name__
-            raise ValueError(f"{os.fspath(path)} holds a {what}, not a ByteTokenizer; use load_tokenizer")
-        return tok
 
 
 # ---------------------------------------------------------------------------------------------- factories
