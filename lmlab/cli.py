@@ -103,21 +103,42 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _print_sample(model: Any, tokenizer: Any, prompt: str, n: int, seed: int, temperature: float,
-                  top_k: int | None = None) -> None:
+                  top_k: int | None = None, **options: Any) -> None:
+    """Print one sample of ``n`` new tokens; ``options`` are further warp options (top_p, min_p, ...)."""
     from lmlab.decoding import sample
 
     prompt_ids = tokenizer.encode(prompt) or tokenizer.encode("\n")
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    ids = sample(model, prompt_ids, max_new_tokens=n, generator=gen, temperature=temperature, top_k=top_k)
+    ids = sample(model, prompt_ids, max_new_tokens=n, generator=gen, temperature=temperature, top_k=top_k, **options)
     print(f"--- sample (temperature {temperature}) ---")
     print(tokenizer.decode(ids))
     print("---")
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    from lmlab.decoding import beam_search
+
     model, tokenizer = load_run(args.run, device=args.device)
+    if args.beams is not None:  # deterministic: the best hypotheses, with their length-normalised scores
+        if args.num_samples != 1:
+            raise ValueError("--num-samples is for sampling; with --beams use --num-return (at most --beams)")
+        prompt_ids = tokenizer.encode(args.prompt) or tokenizer.encode("\n")
+        hyps = beam_search(model, prompt_ids, num_beams=args.beams, max_new_tokens=args.tokens,
+                           length_penalty=args.length_penalty, num_return_sequences=args.num_return)
+        for rank, hyp in enumerate(hyps, 1):
+            print(f"--- beam search, {args.beams} beams: hypothesis {rank}, score {hyp.score:.4f}, "
+                  f"log p {hyp.logprob:.3f} ---")
+            print(tokenizer.decode(hyp.tokens))
+        print("---")
+        return 0
+    if args.num_return != 1:
+        raise ValueError("--num-return is for beam search (--beams); for several samples use --num-samples")
+    if args.num_samples < 1:
+        raise ValueError(f"--num-samples must be at least 1, got {args.num_samples}")
     temperature = 0.0 if args.greedy else args.temperature
-    _print_sample(model, tokenizer, args.prompt, args.tokens, args.seed, temperature, args.top_k)
+    for i in range(args.num_samples):  # sample i uses seed + i: each is reproducible on its own
+        _print_sample(model, tokenizer, args.prompt, args.tokens, args.seed + i, temperature, args.top_k,
+                      top_p=args.top_p, min_p=args.min_p, repetition_penalty=args.repetition_penalty)
     return 0
 
 
@@ -243,7 +264,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tokens", type=int, default=300, help="number of new tokens")
     s.add_argument("--temperature", type=float, default=0.8, help="softmax temperature (0 = greedy)")
     s.add_argument("--top-k", type=int, default=None, help="sample only from the k most probable tokens")
+    s.add_argument("--top-p", type=float, default=None,
+                   help="sample only from the most probable tokens whose probabilities add up to p (nucleus)")
+    s.add_argument("--min-p", type=float, default=None,
+                   help="drop tokens less probable than min-p times the most probable one")
+    s.add_argument("--repetition-penalty", type=float, default=1.0,
+                   help="> 1 lowers the logits of tokens already in the text (1: off)")
     s.add_argument("--greedy", action="store_true", help="always take the most probable token")
+    s.add_argument("--num-samples", type=int, default=1, help="number of samples, with seeds seed, seed+1, ...")
+    s.add_argument("--beams", type=int, default=None,
+                   help="beam search with this many beams instead of sampling (deterministic)")
+    s.add_argument("--length-penalty", type=float, default=1.0,
+                   help="beam search: score = log p / length**penalty (0: plain log p, > 0 favours long texts)")
+    s.add_argument("--num-return", type=int, default=1, help="beam search: hypotheses to print, best first")
     s.add_argument("--seed", type=int, default=0, help="random seed")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     s.set_defaults(func=cmd_sample)

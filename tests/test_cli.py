@@ -43,6 +43,40 @@ def test_sample_is_reproducible(run_dir, capsys):
     assert capsys.readouterr().out.count("\n") >= 3
 
 
+def test_sample_options_reach_the_decoders(run_dir, capsys):
+    from lmlab.decoding import beam_search, sample
+
+    model, tok = load_run(run_dir, device="cpu")
+    prompt = tok.encode("The ")
+    assert main(["sample", "--run", str(run_dir), "--tokens", "12", "--seed", "3", "--top-p", "0.9", "--min-p", "0.05",
+                 "--repetition-penalty", "1.3", "--num-samples", "2", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    for seed in (3, 4):  # sample i is drawn with seed + i
+        ids = sample(model, prompt, max_new_tokens=12, generator=torch.Generator().manual_seed(seed), temperature=0.8,
+                     top_p=0.9, min_p=0.05, repetition_penalty=1.3)
+        assert tok.decode(ids) in out
+    assert out.count("--- sample (temperature 0.8) ---") == 2
+
+    assert main(["sample", "--run", str(run_dir), "--tokens", "8", "--beams", "3", "--num-return", "2",
+                 "--length-penalty", "0", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    hyps = beam_search(model, prompt, num_beams=3, max_new_tokens=8, length_penalty=0.0, num_return_sequences=2)
+    for rank, hyp in enumerate(hyps, 1):
+        assert f"hypothesis {rank}, score {hyp.score:.4f}" in out and tok.decode(hyp.tokens) in out
+
+
+def test_sample_option_errors(run_dir, capsys):
+    base = ["sample", "--run", str(run_dir), "--tokens", "4", "--device", "cpu"]
+    assert main(base + ["--top-p", "1.5"]) == 2
+    assert "top_p must be None or a number in (0, 1]" in capsys.readouterr().err
+    assert main(base + ["--beams", "2", "--num-return", "3"]) == 2
+    assert "num_return_sequences must be an integer in [1, num_beams=2]" in capsys.readouterr().err
+    assert main(base + ["--beams", "2", "--num-samples", "2"]) == 2
+    assert "--num-samples is for sampling" in capsys.readouterr().err
+    assert main(base + ["--num-return", "2"]) == 2
+    assert "--num-return is for beam search" in capsys.readouterr().err
+
+
 def test_score_matches_the_likelihood_module(run_dir, capsys):
     from lmlab.likelihood import evaluate_text
 
