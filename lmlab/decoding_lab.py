@@ -36,6 +36,7 @@ from lmlab.decoding import (
     _check_count,
     _check_warp_options,
     _device,
+    _is_int,
     _warp,
     beam_search,
     decode_one_token,
@@ -69,10 +70,6 @@ __all__ = [
     "CacheTimingRow",
     "cache_timing",
 ]
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -299,7 +296,12 @@ def distinct_ngrams(sequences: Sequence[Sequence[int]] | torch.Tensor, n: int) -
 # ---------------------------------------------------------------------------------------------- experiments
 @torch.inference_mode()
 def _logprob(model: nn.Module, tokens: list[int], P: int) -> float:
-    """log p(tokens[P:] | tokens[:P]) under ``model`` (nats); the whole sequence must fit in one forward pass."""
+    """log p(tokens[P:] | tokens[:P]) under ``model`` (nats); the whole sequence must fit in one forward pass.
+
+    The log-softmax is taken in float64, as :func:`lmlab.decoding.exact_search` ranks continuations, so that
+    "less probable than exact search's answer" is not decided by float32 rounding
+    (:func:`lmlab.likelihood.token_logprobs` keeps the logits' dtype).
+    """
     device = _device(model)
     logp = torch.log_softmax(model(torch.tensor([tokens], device=device)).logits[0].double(), -1)  # (T, V)
     index = torch.arange(P - 1, len(tokens) - 1, device=device)
