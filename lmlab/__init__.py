@@ -2,10 +2,8 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from lmlab.data import TokenData, load_corpus, load_data
-from lmlab.model import GPT, GPTConfig
-from lmlab.synthetic import MarkovSource
-from lmlab.tokenizer import ByteTokenizer, CharTokenizer
+from lmlab.models import GPT, GPTConfig
+from lmlab.text import ByteTokenizer, CharTokenizer, MarkovSource, TokenData, load_corpus, load_data
 from lmlab.train import TrainConfig, Trainer
 
 try:

@@ -5,7 +5,7 @@
 repeats, median. Achieved GFLOP/s use the PaLM training-FLOP count (``GPT.flops_per_token``) and are
 compared with this machine's measured fp32 1024x1024 matmul rate (CPU) or the device's peak (GPU: MFU).
 
-``lmlab bench decode``: generation with ``lmlab.decoding`` against transformers' ``generate`` on the same
+``lmlab bench decode``: generation with ``lmlab.generation`` against transformers' ``generate`` on the same
 weights (greedy and beam search, batch 1, KV cache on both sides), checking that the outputs are
 identical; and lmlab's greedy decoding with and without the KV cache as the output grows.
 """
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from lmlab.device import resolve_device
-from lmlab.model import GPT, GPTConfig
+from lmlab.models import GPT, GPTConfig
 
 __all__ = [
     "matmul_gflops",
@@ -180,12 +180,12 @@ def bench_train(
     peer = _hf_gpt2_like(transformers, cfg, seed, attn="sdpa").to(dev).train()
     peer_eager = _hf_gpt2_like(transformers, cfg, seed, attn="eager").to(dev).train()
     ours = GPT.from_hf_gpt2(peer).to(dev).train()
-    ours_sdpa = GPT(replace(ours.config, attention="sdpa")).to(dev).train()
+    ours_sdpa = GPT(replace(ours.config, attention_impl="sdpa")).to(dev).train()
     ours_sdpa.load_state_dict(ours.state_dict())
     g = torch.Generator().manual_seed(seed)
     batches = [torch.randint(0, cfg.vocab_size, (batch_size, T + 1), generator=g).to(dev) for _ in range(4)]
     contestants = {
-        f"lmlab (attention={ours.config.attention})": _train_step(ours, batches, hf=False),
+        f"lmlab (attention={ours.config.attention_impl})": _train_step(ours, batches, hf=False),
         "transformers (attn sdpa, default)": _train_step(peer, batches, hf=True),
         "lmlab (attention=sdpa)": _train_step(ours_sdpa, batches, hf=False),
         "transformers (attn eager)": _train_step(peer_eager, batches, hf=True),
@@ -341,7 +341,7 @@ def _generation_tasks(
     ours: GPT, peer: torch.nn.Module, prompt: torch.Tensor, greedy_tokens: int, beam_tokens: int, num_beams: int
 ) -> dict[str, tuple[int, Callable[[], list[int]], Callable[[], list[int]]]]:
     """method -> (new tokens, lmlab call, transformers call); each call returns prompt + generated tokens."""
-    from lmlab.decoding import beam_search, greedy
+    from lmlab.generation import beam_search, greedy
 
     input_ids, mask = prompt.unsqueeze(0), torch.ones(1, prompt.numel(), dtype=torch.long, device=prompt.device)
 
@@ -385,7 +385,7 @@ def bench_decode(
     ``prompt_len + max(cache_lengths)``, with and without the KV cache, for each of ``cache_lengths``.
     Times are medians over interleaved repeats. Needs ``transformers`` when ``shapes`` is not empty.
     """
-    from lmlab.decoding import greedy
+    from lmlab.generation import greedy
 
     if threads is not None:
         torch.set_num_threads(threads)

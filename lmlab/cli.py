@@ -31,8 +31,8 @@ def save_tokenizer_for_run(tokenizer: Any, run_dir: Path) -> None:
 def load_run(run_dir: str | os.PathLike[str], device: str = "auto") -> tuple[Any, Any]:
     """Model and tokenizer of a run directory written by ``lmlab train``: ``(GPT in eval mode, tokenizer)``."""
     from lmlab.device import resolve_device
-    from lmlab.model import GPT, GPTConfig
-    from lmlab.tokenizer import load_tokenizer
+    from lmlab.models import GPT, GPTConfig
+    from lmlab.text.tokenizer import load_tokenizer
     from lmlab.train import load_checkpoint
 
     run = Path(run_dir)
@@ -51,9 +51,9 @@ def load_run(run_dir: str | os.PathLike[str], device: str = "auto") -> tuple[Any
 
 # ---------------------------------------------------------------------------------------------- commands
 def cmd_train(args: argparse.Namespace) -> int:
-    from lmlab.data import load_data
     from lmlab.likelihood import evaluate_text
-    from lmlab.model import GPT, GPTConfig
+    from lmlab.models import GPT, GPTConfig
+    from lmlab.text.data import load_data
     from lmlab.train import TrainConfig, Trainer
 
     if args.threads:
@@ -105,7 +105,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _print_sample(model: Any, tokenizer: Any, prompt: str, n: int, seed: int, temperature: float,
                   top_k: int | None = None, **options: Any) -> None:
     """Print one sample of ``n`` new tokens; ``options`` are further warp options (top_p, min_p, ...)."""
-    from lmlab.decoding import sample
+    from lmlab.generation import sample
 
     prompt_ids = tokenizer.encode(prompt) or tokenizer.encode("\n")
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
@@ -116,7 +116,7 @@ def _print_sample(model: Any, tokenizer: Any, prompt: str, n: int, seed: int, te
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from lmlab.decoding import beam_search
+    from lmlab.generation import beam_search
 
     model, tokenizer = load_run(args.run, device=args.device)
     if args.beams is not None:  # deterministic: the best hypotheses, with their length-normalised scores
@@ -143,8 +143,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from lmlab.data import load_corpus
     from lmlab.likelihood import evaluate_text
+    from lmlab.text.data import load_corpus
 
     model, tokenizer = load_run(args.run, device=args.device)
     if args.text is not None:
@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks against a named peer, printing ratios")
     b.add_argument("what", choices=["train", "decode"],
-                   help="train: lmlab vs transformers GPT2LMHeadModel training steps; decode: lmlab.decoding vs "
+                   help="train: lmlab vs transformers GPT2LMHeadModel training steps; decode: lmlab.generation vs "
                         "transformers generate (greedy, beam search) and generation with vs without the KV cache")
     b.add_argument("--preset", default="tiny", help="train: model shape")
     b.add_argument("--batch-size", type=int, default=12, help="train: sequences per step")

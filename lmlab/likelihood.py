@@ -1,9 +1,10 @@
 """Scoring text with a language model: log-probabilities, cross-entropy, perplexity and bits per character.
 
-A model here is lmlab's :class:`~lmlab.model.GPT` or any callable ``model(idx)`` taking int64 ``(B, T)`` ids
+A model here is lmlab's :class:`~lmlab.models.GPT` or any callable ``model(idx)`` taking int64 ``(B, T)`` ids
 and returning next-token logits ``(B, T, V)``, either as a tensor, as the first element of a tuple, or as
 an object's ``.logits`` (so transformers models work too). ``logits[:, t]`` scores the token at ``t + 1``.
-``getattr(model, "block_size", None)`` is the longest context it reads (None: unlimited). ``nn.Module``
+``model.context_limit`` (:func:`lmlab.lm.context_limit`) is the longest context it reads (None or absent:
+unlimited). ``nn.Module``
 models are scored in eval mode (no dropout) and put back in the mode they were in.
 
 Everything is computed in nats (natural log) and summed over tokens before any unit change:
@@ -19,21 +20,21 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+
+from lmlab.checks import check_vocab, is_int, model_device
+from lmlab.lm import IGNORE_INDEX, REDUCTIONS, context_limit, eval_mode, lm_loss
 
 __all__ = [
     "LN2",
     "token_logprobs",
     "sequence_logprob",
     "nll",
-    "cross_entropy_from_logits",
     "aggregate",
     "nats_to_bits",
     "bits_to_nats",
@@ -51,8 +52,6 @@ __all__ = [
 ]
 
 LN2 = math.log(2.0)  # bits = nats / LN2 (change of logarithm base)
-IGNORE_INDEX = -100  # targets equal to this are not scored (PyTorch's convention)
-REDUCTIONS = ("mean", "sum", "none")
 AGGREGATIONS = ("sum", "mean_per_token", "mean_per_sequence")
 ROLES = ("system", "user", "assistant")
 
@@ -77,36 +76,7 @@ def _as_ids(ids: Any, device: torch.device) -> torch.Tensor:
         )
     if ids.shape[0] == 0:
         raise ValueError(f"ids is empty (shape {tuple(ids.shape)})")
-    if int(ids.min()) < 0:
-        raise ValueError(f"ids has a negative token id {int(ids.min())}")
     return ids.long()
-
-
-def _model_device(model: Any) -> torch.device:
-    if isinstance(model, nn.Module):
-        for t in (*model.parameters(), *model.buffers()):
-            return t.device
-    return torch.device("cpu")
-
-
-def _block_size(model: Any) -> int | None:
-    bs = getattr(model, "block_size", None)
-    if bs is not None and (isinstance(bs, bool) or not isinstance(bs, int) or bs < 1):
-        raise ValueError(f"model.block_size must be a positive int or None (unlimited), got {bs!r}")
-    return bs
-
-
-@contextmanager
-def _eval_mode(model: Any) -> Iterator[None]:
-    was_training = isinstance(model, nn.Module) and model.training
-    if was_training:
-        model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        if was_training:
-            model.train()
 
 
 def _logits(model: Any, idx: torch.Tensor) -> torch.Tensor:
@@ -128,15 +98,15 @@ def _logits(model: Any, idx: torch.Tensor) -> torch.Tensor:
     return out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
 
 
-def _windows(T: int, block_size: int | None, stride: int) -> list[tuple[int, int, int]]:
+def _windows(T: int, limit: int | None, stride: int) -> list[tuple[int, int, int]]:
     """(begin, end, first_target) of each window: the window reads ids[begin:end] and scores targets
-    first_target..end-1. Windows are block_size long and end at block_size, block_size + stride, ..., T."""
-    if block_size is None or T <= block_size:
+    first_target..end-1. Windows are limit long and end at limit, limit + stride, ..., T."""
+    if limit is None or T <= limit:
         return [(0, T, 1)]
-    out, first, end = [], 1, block_size
+    out, first, end = [], 1, limit
     while True:
         end = min(end, T)
-        out.append((end - block_size, end, first))
+        out.append((end - limit, end, first))
         if end == T:
             return out
         first, end = end, end + stride
@@ -145,21 +115,21 @@ def _windows(T: int, block_size: int | None, stride: int) -> list[tuple[int, int
 def _score(model: Any, ids: torch.Tensor, stride: int | None, batch_size: int) -> torch.Tensor:
     """(B, T) ids -> (B, T-1) log p(ids[:, t] | context) for t = 1..T-1, with strided windows when needed."""
     B, T = ids.shape
-    block_size = _block_size(model)
-    if block_size is not None and T > block_size:
-        if block_size < 2:
-            raise ValueError(f"model.block_size is {block_size}: at least 2 are needed to score in windows")
-        stride = block_size // 2 if stride is None else stride
-        if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride < block_size:
+    limit = context_limit(model)
+    if limit is not None and T > limit:
+        if limit < 2:
+            raise ValueError(f"model.context_limit is {limit}: at least 2 are needed to score in windows")
+        stride = limit // 2 if stride is None else stride
+        if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride < limit:
             raise ValueError(
-                f"stride must be an int in [1, block_size - 1] = [1, {block_size - 1}], got {stride!r}"
+                f"stride must be an int in [1, context_limit - 1] = [1, {limit - 1}], got {stride!r}"
             )
     elif stride is not None and (isinstance(stride, bool) or not isinstance(stride, int) or stride < 1):
         raise ValueError(f"stride must be a positive int or None, got {stride!r}")
-    windows = _windows(T, block_size, stride or 1)
+    windows = _windows(T, limit, stride or 1)
     per_call = max(1, batch_size // B)  # windows per forward pass
     out: torch.Tensor | None = None
-    with _eval_mode(model):
+    with eval_mode(model):
         for c in range(0, len(windows), per_call):
             chunk = windows[c : c + per_call]
             x = torch.cat([ids[:, b:e] for b, e, _ in chunk])  # (len(chunk) * B, window length)
@@ -183,18 +153,20 @@ def _score(model: Any, ids: torch.Tensor, stride: int | None, batch_size: int) -
 def token_logprobs(model: Any, ids: Any, *, stride: int | None = None, batch_size: int = 16) -> torch.Tensor:
     """log p(ids[t] | ids[:t]) in nats for t = 1..T-1: (B, T-1) for (B, T) ids, (T-1,) for 1-D ids or a list.
 
-    When T is longer than ``model.block_size`` the text is read in windows of ``block_size`` tokens ending
-    at block_size, block_size + stride, ..., T (the last one ends exactly at T). Each token is scored once,
+    When T is longer than the model's ``context_limit`` the text is read in windows of that many tokens (L) ending
+    at L, L + stride, ..., T (the last one ends exactly at T). Each token is scored once,
     by the first window that contains it after the previous window's end, so every token past the first
-    window has at least ``block_size - stride`` tokens of context (default stride = block_size // 2). This is
+    window has at least ``L - stride`` tokens of context (default stride = L // 2). This is
     the sliding-window scheme of Hugging Face's guide "Perplexity of fixed-length models", except that the
-    last window is full length too (it starts at T - block_size), which only adds context. Windows are
+    last window is full length too (it starts at T - L), which only adds context. Windows are
     batched, up to ``batch_size`` rows per forward pass (at least one window of all B rows). The result has
     the logits' dtype (at least float32) and device; gradients are off.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    x = _as_ids(ids, _model_device(model))
+    x = _as_ids(ids, model_device(model))
+    vocab = getattr(model, "vocab_size", None)
+    check_vocab(x, vocab if is_int(vocab) else None)  # once here, not inside the model's forward
     out = _score(model, x if x.dim() == 2 else x.unsqueeze(0), stride, batch_size)
     return out if x.dim() == 2 else out.squeeze(0)
 
@@ -229,11 +201,12 @@ def sequence_logprob(
 def nll(
     logits: torch.Tensor, targets: torch.Tensor, *, mask: torch.Tensor | None = None, reduction: str = "mean"
 ) -> torch.Tensor:
-    """Negative log-likelihood -log softmax(logits)[target] in nats, written out as a reference.
+    """Negative log-likelihood -log softmax(logits)[target] in nats: the cross-entropy against the targets.
 
-    logits (..., V), targets (...) int ids. NLL = logsumexp(logits) - logits[target] (log_softmax, stable for
-    huge logits). Targets equal to -100 or where ``mask`` is False are not scored. ``reduction``: "none"
-    (shape of targets, 0 where unscored), "sum", or "mean" over scored targets (NaN when none is, like
+    logits (..., V), targets (...) int ids. NLL = logsumexp(logits) - logits[target], computed stably by
+    :func:`lmlab.lm.lm_loss` (the library's one cross-entropy); the ids are range-checked here. Targets
+    equal to -100 or where ``mask`` is False are not scored. ``reduction``: "none" (shape of targets, 0 where
+    unscored), "sum", or "mean" over scored targets (NaN when none is, like
     ``torch.nn.functional.cross_entropy``).
     """
     if reduction not in REDUCTIONS:
@@ -252,19 +225,13 @@ def nll(
         valid = valid & _as_mask(mask, targets.shape, targets.device)
     if bool((valid & ((targets < 0) | (targets >= V))).any()):
         raise ValueError(f"targets hold ids outside the vocabulary [0, {V}) (use -100 to skip a position)")
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
-    safe = torch.where(valid, targets, torch.zeros_like(targets)).long()
-    logp = F.log_softmax(logits, dim=-1).gather(-1, safe.unsqueeze(-1)).squeeze(-1)  # x - logsumexp(x)
-    losses = torch.where(valid, -logp, torch.zeros_like(logp))
+    safe = torch.where(valid, targets.long(), IGNORE_INDEX)  # unscored positions: the ignore index
+    flat = lm_loss(logits.reshape(1, -1, V), safe.reshape(1, -1), reduction="none" if reduction == "none" else "sum")
     if reduction == "none":
-        return losses
+        return flat.view(targets.shape)
     if reduction == "sum":
-        return losses.sum()
-    return losses.sum() / valid.sum()
-
-
-cross_entropy_from_logits = nll  # the same function: cross-entropy against one-hot targets is the NLL
+        return flat
+    return flat / valid.sum()
 
 
 def aggregate(token_nll: torch.Tensor, mask: Any = None, how: str = "mean_per_token") -> torch.Tensor:
@@ -403,7 +370,7 @@ def evaluate_text(
     batch_size: int = 16,
 ) -> Evaluation:
     """Score a whole split (1-D ids; or (B, T) independent documents) exactly, with strided windows past
-    ``block_size`` (see :func:`token_logprobs`). The first token of each sequence is context only;
+    the model's context limit (see :func:`token_logprobs`). The first token of each sequence is context only;
     ``n_chars``/``n_bytes`` count the text the ids encode (prepend a BOS token so that every character is
     scored). The total is summed in float64."""
     lp = token_logprobs(model, ids, stride=stride, batch_size=batch_size)

@@ -1,12 +1,14 @@
-"""Thin matplotlib helpers for the lessons, and a live loss plot for :class:`lmlab.train.Trainer`.
+"""matplotlib faces of the library: training curves, a live loss plot for the Trainer, and search trees.
 
-Every ``plot_*`` function draws on the ``ax`` it is given (or on a new figure's axes) and returns the axes,
-so a notebook cell can combine them and tests can read back what was drawn. The numbers come from
-elsewhere in lmlab; nothing here computes more than an average for smoothing.
+Every ``plot_*`` function draws on the ``ax`` it is given (or on a new figure's axes, :func:`new_axes`) and
+returns the axes, so a notebook cell can combine them and tests can read back what was drawn. The numbers
+come from elsewhere in lmlab; nothing here computes more than an average for smoothing.
 
 :class:`LiveLossPlot` is a Trainer callback: in a notebook it redraws one figure in place while training
 runs (at most once per ``min_interval`` seconds); outside a notebook, or in grading mode, it draws once
-at the end. matplotlib is imported when a function is called, not when this module is imported.
+at the end. :func:`plot_search_tree` draws a :class:`~lmlab.generation.tree.SearchTree`. matplotlib is
+imported when a function is called, not when this module is imported. Each lesson's own figures live in
+its module under :mod:`lmlab.lessons`.
 """
 
 from __future__ import annotations
@@ -18,21 +20,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
+from lmlab.generation.tree import SearchTree
+from lmlab.grading import grading_mode
 from lmlab.train import Callback, History
 
-__all__ = [
-    "plot_history",
-    "plot_next_tokens",
-    "plot_bigram_fit",
-    "plot_lr_sweep",
-    "plot_running_product",
-    "LiveLossPlot",
-]
+__all__ = ["new_axes", "plot_history", "LiveLossPlot", "plot_search_tree", "tree_layout"]
 
 
-def _axes(ax: Any = None, figsize: tuple[float, float] = (6.0, 3.5)) -> Any:
+def new_axes(ax: Any = None, figsize: tuple[float, float] = (6.0, 3.5)) -> Any:
+    """``ax`` itself, or the axes of a new matplotlib figure of ``figsize`` inches."""
     if ax is not None:
         return ax
     import matplotlib.pyplot as plt
@@ -100,138 +97,8 @@ def plot_history(
     ``Trainer.fit()`` returns (or a list of its records)."""
     train = [(r["step"], r["train_loss"]) for r in history if r.get("kind") == "train"]
     val = [(r["step"], r["val_loss"]) for r in history if r.get("kind") == "eval"]
-    ax = _axes(ax)
+    ax = new_axes(ax)
     _draw_history(ax, train, val, floor, floor_label, smooth, title, lines)
-    return ax
-
-
-def plot_next_tokens(
-    labels: Sequence[str],
-    probs: Mapping[str, Sequence[float]] | Sequence[float],
-    *,
-    ax: Any = None,
-    title: str | None = None,
-) -> Any:
-    """Bar chart of next-token probabilities: one group of bars per token in ``labels``, one bar per model.
-
-    ``probs`` is one list of probabilities (one per label) or ``{model name: list}``; see
-    :func:`lmlab.objective.compare_next_tokens` for a ready-made input.
-    """
-    series = dict(probs) if isinstance(probs, Mapping) else {"p": list(probs)}
-    for name, p in series.items():
-        if len(p) != len(labels):
-            raise ValueError(f"{name!r} has {len(p)} probabilities for {len(labels)} labels")
-    ax = _axes(ax, figsize=(max(4.0, 0.6 * len(labels) * max(1, len(series))), 3.0))
-    width = 0.8 / len(series)
-    x = np.arange(len(labels))
-    for i, (name, p) in enumerate(series.items()):
-        ax.bar(x + (i - (len(series) - 1) / 2) * width, [float(v) for v in p], width, label=name)
-    ax.set_xticks(x)
-    ax.set_xticklabels([repr(s)[1:-1] if s.isprintable() and s.strip() else repr(s) for s in labels])
-    ax.set_ylabel("probability")
-    ax.set_ylim(0, 1)
-    if len(series) > 1:
-        ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    ax.grid(axis="y", alpha=0.3)
-    return ax
-
-
-def plot_bigram_fit(
-    reference: torch.Tensor,
-    fitted: torch.Tensor,
-    *,
-    ax: Any = None,
-    xlabel: str = "count-based MLE",
-    ylabel: str = "gradient descent",
-) -> Any:
-    """Scatter of two (V, V) bigram tables entry by entry against the diagonal y = x: on the line, the two
-    give every next-token probability the same value."""
-    a = torch.as_tensor(reference).detach().double().flatten().cpu().numpy()
-    b = torch.as_tensor(fitted).detach().double().flatten().cpu().numpy()
-    if a.shape != b.shape:
-        raise ValueError(f"the tables have different sizes: {a.size} and {b.size} entries")
-    ax = _axes(ax, figsize=(3.6, 3.6))
-    ax.plot([0, 1], [0, 1], color="black", lw=0.8, ls="--", label="y = x")
-    ax.scatter(a, b, s=12, alpha=0.7)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_aspect("equal")
-    ax.grid(alpha=0.3)
-    return ax
-
-
-def plot_lr_sweep(
-    results: Mapping[float, Sequence[float]],
-    *,
-    highlight: float | None = None,
-    ax: Any = None,
-    ymax: float | None = None,
-) -> Any:
-    """Training-loss curves of a learning-rate sweep (``{lr: losses}``, see :func:`lmlab.objective.lr_sweep`).
-
-    The ``highlight``-ed run is drawn bold and the others faint. Losses above ``ymax`` (default: twice the
-    first loss) are drawn at the top edge, marked with a triangle, so one diverging run does not squash the
-    others.
-    """
-    if not results:
-        raise ValueError("results is empty")
-    if highlight is not None and highlight not in results:
-        raise ValueError(f"highlight {highlight!r} is not one of the learning rates {list(results)}")
-    first = [v[0] for v in results.values() if len(v)]
-    top = ymax if ymax is not None else 2.0 * max(first) if first else 10.0
-    ax = _axes(ax)
-    cmap = _cmap(len(results))
-    for i, (lr, losses) in enumerate(results.items()):
-        y = np.asarray(losses, dtype=float)
-        y = np.where(np.isfinite(y), y, np.inf)
-        clipped = np.minimum(y, top)
-        bold = highlight is None or lr == highlight
-        steps = np.arange(1, len(y) + 1)
-        style = dict(color=cmap(i), lw=2.0 if bold else 1.0, alpha=1.0 if bold else 0.3)
-        ax.plot(steps, clipped, label=f"lr = {lr:g}", **style)
-        over = y > top
-        if over.any():
-            ax.plot(steps[over], np.full(over.sum(), top), "^", color=cmap(i), ms=4, alpha=1.0 if bold else 0.3)
-    ax.set_ylim(top=top * 1.03)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("train loss (nats per token)")
-    ax.legend(fontsize=8, loc="best")
-    ax.grid(alpha=0.3)
-    return ax
-
-
-def _cmap(n: int) -> Any:
-    import matplotlib
-
-    cmap = matplotlib.colormaps["viridis"]
-    return lambda i: cmap(0.9 * i / max(1, n - 1))
-
-
-def plot_running_product(probs: Any, *, ax: Any = None) -> Any:
-    """log10 of the running product of ``probs`` computed three ways: multiplied in float32, in float64,
-    and as a running sum of logs (float64). Where a product underflows to exactly 0 its curve stops."""
-    p = torch.as_tensor(probs, dtype=torch.float64).flatten()
-    if p.numel() == 0 or bool(((p <= 0) | (p > 1)).any()):
-        raise ValueError("probs must be a non-empty list of probabilities in (0, 1]")
-    ax = _axes(ax)
-    n = np.arange(1, p.numel() + 1)
-    for dtype, width in ((torch.float64, 2.0), (torch.float32, 4.0)):  # float32 on top: it stops first
-        prod = torch.cumprod(p.to(dtype), 0).double().numpy()
-        with np.errstate(divide="ignore"):
-            y = np.where(prod > 0, np.log10(np.where(prod > 0, prod, 1.0)), np.nan)
-        first_zero = int(np.argmax(prod == 0)) + 1 if (prod == 0).any() else None
-        label = f"product in {str(dtype).split('.')[-1]}" + (f" (0.0 from token {first_zero})" if first_zero else "")
-        ax.plot(n, y, lw=width, alpha=0.8, label=label)
-    log_sum = torch.cumsum(torch.log(p), 0).numpy() / math.log(10)
-    ax.plot(n, log_sum, "k--", lw=1.2, label="sum of logs (float64)")
-    ax.set_xlabel("number of tokens n")
-    ax.set_ylabel("log10 p(x_1 .. x_n)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
     return ax
 
 
@@ -246,8 +113,6 @@ def _in_notebook() -> bool:
 
 
 def _grading() -> bool:
-    from lmlab.grading import grading_mode
-
     return grading_mode()
 
 
@@ -343,3 +208,112 @@ class LiveLossPlot(Callback):
     def on_end(self, trainer: Any, history: History) -> None:
         self._render()
         self._show()
+
+
+# ---------------------------------------------------------------------------------------------- search trees
+# status -> (face colour, marker size); finished hypotheses stand out, pruned ones recede
+STYLE = {
+    "expanded": ("#1f3b73", 40),
+    "kept": ("#6a9bd8", 40),
+    "pruned": ("#c7c7c7", 20),
+    "finished": ("#55a868", 60),
+}
+MAX_LABELS = 150  # above this many nodes the token labels would overlap: draw markers only
+
+
+def tree_layout(tree: SearchTree) -> dict[int, tuple[float, float]]:
+    """(x, y) of every node: x is the step (tokens generated), y spreads the leaves 0, 1, 2, ... top to
+    bottom in the order the search recorded them, and puts each parent at the mean of its children."""
+    children: dict[int, list[int]] = {n.id: [] for n in tree.nodes}
+    for n in tree.nodes:
+        if n.parent is not None:
+            children[n.parent].append(n.id)
+    pos: dict[int, tuple[float, float]] = {}
+    next_leaf = 0.0
+    roots = [n.id for n in tree.nodes if n.parent is None]
+    # iterative post-order walk (trees from long searches are deeper than Python's recursion limit)
+    for root in roots:
+        stack: list[tuple[int, bool]] = [(root, False)]
+        while stack:
+            node, seen = stack.pop()
+            kids = children[node]
+            if not kids:
+                pos[node] = (float(tree.nodes[node].step), next_leaf)
+                next_leaf += 1.0
+            elif seen:
+                ys = [pos[k][1] for k in kids]
+                pos[node] = (float(tree.nodes[node].step), sum(ys) / len(ys))
+            else:
+                stack.append((node, True))
+                stack.extend((k, False) for k in reversed(kids))
+    return pos
+
+
+def _token_text(token: int, tokenizer: Any | None) -> str:
+    if tokenizer is None or not hasattr(tokenizer, "decode"):
+        return str(token)
+    text = tokenizer.decode([token])
+    return repr(text)[1:-1] if text.strip() == text and text else repr(text)  # show spaces and newlines
+
+
+def plot_search_tree(tree: SearchTree, tokenizer: Any | None = None, ax: Any | None = None) -> Any:
+    """Draw a search tree: one marker per recorded prefix, edges from each prefix to its extensions.
+
+    x is the decoding step, colour the status (dark blue: expanded, light blue: kept, grey: pruned, green:
+    finished);
+    the returned hypotheses' paths are drawn thick. Each node is labelled with its token (decoded by
+    ``tokenizer`` when given) and its log-probability, unless the tree has more than ``MAX_LABELS`` nodes.
+    Returns the matplotlib Axes (a new figure's when ``ax`` is None).
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    new_figure = ax is None
+    if new_figure:
+        width = 2.0 + 1.4 * max((n.step for n in tree.nodes), default=0)
+        leaves = len(tree.nodes) - len({n.parent for n in tree.nodes if n.parent is not None})
+        _, ax = plt.subplots(figsize=(min(max(width, 5.0), 16.0), min(max(1.0 + 0.35 * leaves, 3.0), 12.0)))
+    pos = tree_layout(tree)
+    on_result = {node.id for r in tree.results for node in tree.path(r)}
+
+    thin, thick = [], []
+    for n in tree.nodes:
+        if n.parent is not None:
+            segment = [pos[n.parent], pos[n.id]]
+            (thick if n.id in on_result else thin).append(segment)
+    ax.add_collection(LineCollection(thin, colors="#bbbbbb", linewidths=0.8, zorder=1))
+    ax.add_collection(LineCollection(thick, colors="#55a868", linewidths=2.5, zorder=2))
+    for status, (colour, size) in STYLE.items():
+        pts = [pos[n.id] for n in tree.nodes if n.status == status]
+        if pts:
+            xs, ys = zip(*pts, strict=True)
+            ax.scatter(xs, ys, s=size, c=colour, edgecolors="black", linewidths=0.4, zorder=3)
+
+    if len(tree.nodes) <= MAX_LABELS:
+        for n in tree.nodes:
+            x, y = pos[n.id]
+            if n.parent is None:
+                label = "prompt"
+            else:
+                label = f"{_token_text(n.token, tokenizer)}  {n.logprob:.2f}"
+            ax.annotate(label, (x, y), xytext=(5, 4), textcoords="offset points", fontsize=7, zorder=4)
+
+    handles = [
+        Line2D([], [], marker="o", linestyle="", markerfacecolor=c, markeredgecolor="black", label=s)
+        for s, (c, _) in STYLE.items()
+        if any(n.status == s for n in tree.nodes)
+    ]
+    ax.legend(handles=handles, loc="best", fontsize=8)
+    ax.set_xlabel("step (tokens generated)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_yticks([])
+    ax.set_title(f"{tree.method} search: {len(tree.nodes)} nodes, {tree.expansions} expansions")
+    ax.autoscale_view()
+    xmax = max((p[0] for p in pos.values()), default=0.0)
+    ax.set_xlim(-0.3, xmax + 0.9)
+    ax.invert_yaxis()  # the first recorded branch on top
+    if new_figure:
+        ax.figure.tight_layout()
+    return ax

@@ -1,4 +1,4 @@
-"""Training loop for :class:`lmlab.model.GPT`: AdamW, warmup + cosine schedule, budgets, evaluation,
+"""Training loop for :class:`lmlab.models.GPT`: AdamW, warmup + cosine schedule, budgets, evaluation,
 callbacks, atomic checkpoints with exact resume, and DistributedDataParallel under ``torchrun``.
 
 In a notebook::
@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from lmlab.device import resolve_device
 from lmlab.fileio import atomic_open
-from lmlab.model import IGNORE_INDEX
+from lmlab.lm import IGNORE_INDEX, context_limit
 
 __all__ = [
     "TrainConfig",
@@ -360,10 +360,10 @@ def _distributed_env() -> tuple[int, int, int]:
 
 # ---------------------------------------------------------------------------------------------- trainer
 class Trainer:
-    """Trains a language model on :class:`lmlab.data.TokenData`-like data.
+    """Trains a language model on :class:`lmlab.text.data.TokenData`-like data.
 
     Args:
-        model: a :class:`lmlab.model.GPT` (any module with ``model(x, y, reduction=...) -> (logits, loss)``
+        model: a :class:`lmlab.models.GPT` (any module with ``model(x, y, reduction=...) -> (logits, loss)``
             works; ``max_flops`` also needs ``model.flops_per_token(T)``). It is moved to the device.
         data: has ``get_batch(split, batch_size, block_size, generator=, device=)`` and
             ``iter_split(split, batch_size, block_size, device=)``.
@@ -390,7 +390,7 @@ class Trainer:
         for method in ("get_batch", "iter_split"):
             if not callable(getattr(data, method, None)):
                 raise TypeError(
-                    f"data must have a {method} method (see lmlab.data.TokenData), got {type(data).__name__}"
+                    f"data must have a {method} method (see lmlab.text.data.TokenData), got {type(data).__name__}"
                 )
         unknown = sorted(set(overrides) - {f.name for f in fields(TrainConfig)})
         if unknown:
@@ -405,13 +405,13 @@ class Trainer:
         self.model, self.data, self.config = model, data, config
         self.callbacks = [_as_callback(cb) for cb in (callbacks or [])]
 
-        model_block = getattr(model, "block_size", None)
+        model_block = context_limit(model)
         self.block_size: int = config.block_size or model_block
         if self.block_size is None:
-            raise ValueError("set TrainConfig.block_size: the model has no block_size attribute")
+            raise ValueError("set TrainConfig.block_size: the model reads any length (its context_limit is None)")
         if model_block is not None and self.block_size > model_block:
             raise ValueError(
-                f"TrainConfig.block_size {self.block_size} exceeds the model's block_size {model_block}; "
+                f"TrainConfig.block_size {self.block_size} exceeds the model's context limit {model_block}; "
                 f"use block_size <= {model_block}"
             )
         data_vocab, model_vocab = getattr(data, "vocab_size", None), getattr(model, "vocab_size", None)
@@ -438,7 +438,7 @@ class Trainer:
         flops_fn = getattr(model, "flops_per_token", None)
         self.flops_per_token: int | None = int(flops_fn(self.block_size)) if callable(flops_fn) else None
         if config.max_flops is not None and self.flops_per_token is None:
-            raise ValueError("max_flops needs a model with a flops_per_token(T) method, like lmlab.model.GPT")
+            raise ValueError("max_flops needs a model with a flops_per_token(T) method, like lmlab.models.GPT")
         self.decay_steps = self._decay_horizon()  # cosine horizon passed to lr_at
 
         self.optimizer = _make_optimizer(model, config)

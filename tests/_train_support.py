@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import torch
 
-from lmlab.model import GPT, IGNORE_INDEX, GPTConfig
+from lmlab.lm import IGNORE_INDEX
+from lmlab.models import GPT, GPTConfig
 from lmlab.train import TrainConfig
 
 try:
-    from lmlab.data import TokenData
-except ImportError:  # lmlab.data not importable (yet): a stand-in with the same interface
+    from lmlab.text.data import TokenData
+except ImportError:  # lmlab.text.data not importable (yet): a stand-in with the same interface
 
     class TokenData:  # type: ignore[no-redef]
-        """Stand-in for lmlab.data.TokenData: random windows and an exact pass, as its contract says."""
+        """Stand-in for lmlab.text.data.TokenData: random windows and an exact pass, as its contract says."""
 
         def __init__(self, train, val, vocab_size, tokenizer=None):
             self.train, self.val, self.vocab_size, self.tokenizer = train, val, vocab_size, tokenizer

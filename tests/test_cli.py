@@ -44,7 +44,7 @@ def test_sample_is_reproducible(run_dir, capsys):
 
 
 def test_sample_options_reach_the_decoders(run_dir, capsys):
-    from lmlab.decoding import beam_search, sample
+    from lmlab.generation import beam_search, sample
 
     model, tok = load_run(run_dir, device="cpu")
     prompt = tok.encode("The ")

@@ -1,4 +1,4 @@
-"""Tests of lmlab.data: corpora (offline, local files, downloads from a local server) and token batches."""
+"""Tests of lmlab.text.data: corpora (offline, local files, downloads from a local server) and token batches."""
 
 import dataclasses
 import hashlib
@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from lmlab import data as data_mod
-from lmlab.data import (
+from lmlab.lm import IGNORE_INDEX
+from lmlab.models import GPT, GPTConfig
+from lmlab.text import data as data_mod
+from lmlab.text.data import (
     CORPORA,
     CorpusChecksumError,
     CorpusDownloadError,
@@ -23,8 +25,7 @@ from lmlab.data import (
     load_data,
     write_bin,
 )
-from lmlab.model import GPT, IGNORE_INDEX, GPTConfig
-from lmlab.tokenizer import ByteTokenizer, CharTokenizer
+from lmlab.text.tokenizer import ByteTokenizer, CharTokenizer
 
 
 @pytest.fixture(autouse=True)
@@ -279,9 +280,9 @@ def test_get_batch_errors():
         data.get_batch("train", 0, 4)
     with pytest.raises(ValueError, match=">= 1"):
         data.get_batch("train", 2, 0)
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="must be an integer"):
         data.get_batch("train", True, 4)
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="must be an integer"):
         data.get_batch("train", 2, 4.0)
     with pytest.raises(ValueError) as info:
         data.get_batch("val", 2, 10)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lmlab import GPT, GPTConfig
-from lmlab.decoding import (
+from lmlab.generation import (
     DecodeState,
     Hypothesis,
     beam_search,
@@ -254,15 +254,15 @@ def test_beams_share_one_prefill_of_the_prompt(model):
     assert shapes == [(1, 4)] + [(3, 1)] * 4  # the prompt once, then one new token per beam per step
 
 
-def test_next_token_logits_stream_still_works(model):
-    from lmlab.decoding import next_token_logits_stream
+def test_prefill_and_decode_one_token_step_by_step_past_the_context_limit(model):
+    from lmlab.generation import decode_one_token, prefill
 
-    step = next_token_logits_stream(model, torch.tensor([1, 2]))
-    ids, logits = [1, 2], step(None)
-    for _ in range(20):  # past block_size
-        ids.append(int(logits.argmax()))
-        logits = step(ids[-1])
-    assert ids == greedy(model, [1, 2], max_new_tokens=20)
+    logits, state = prefill(model, torch.tensor([1, 2]), max_new_tokens=40)
+    for _ in range(40):  # past the context limit of 32: the window slides
+        logits = decode_one_token(state, logits.argmax(-1))
+    assert state.tokens()[:42] == greedy(model, [1, 2], max_new_tokens=40)
+    with pytest.raises(ValueError, match="one per row"):
+        decode_one_token(state, torch.tensor([1, 2]))
 
 
 def test_greedy_through_a_model_without_a_cache(model):

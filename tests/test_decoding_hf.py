@@ -1,4 +1,4 @@
-"""lmlab.decoding against Hugging Face transformers on the same (randomly initialised) GPT-2 weights.
+"""lmlab.generation against Hugging Face transformers on the same (randomly initialised) GPT-2 weights.
 
 Beam search is compared with ``generate(num_beams=..., do_sample=False)`` over a grid of beam counts,
 length penalties and early-stopping modes; greedy decoding and sampling with ``generate``; and
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lmlab import GPT
-from lmlab.decoding import beam_search, greedy, sample, warp_logits
+from lmlab.generation import beam_search, greedy, sample, warp_logits
 
 transformers = pytest.importorskip("transformers")
 lp_mod = pytest.importorskip("transformers.generation.logits_process")

@@ -1,4 +1,5 @@
-"""lmlab.decoding_lab, lmlab.decoding_plots and the warp widgets, against independent references.
+"""lmlab.lessons.decoding (experiments, figures, the warp widget) and lmlab.generation's batched sampler and
+distinct-n, against independent references.
 
 References: brute-force enumeration of every continuation of a tiny MarkovSource (itertools.product), exact
 formulas (V ** T, softmax(logits / T), the context distribution of a Markov chain propagated step by step),
@@ -19,35 +20,29 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from lmlab.decoding import beam_search, greedy, sample, warp_logits  # noqa: E402
-from lmlab.decoding_lab import (  # noqa: E402
+from lmlab.generation import beam_search, distinct_n, greedy, sample, sample_batch, warp_logits  # noqa: E402
+from lmlab.lessons.decoding import (  # noqa: E402  # noqa: E402
     BeamWidthRow,
     CacheTimingRow,
     QualityRow,
-    beam_step,
     beam_width_sweep,
     cache_timing,
-    distinct_ngrams,
-    greedy_decode,
     length_study,
     lesson_source,
-    quality_diversity,
-    sample_batch,
-    search_and_model_errors,
-    search_space_size,
-    top_p_filter,
-    train_on_source,
-    warp_stages,
-)
-from lmlab.decoding_plots import (  # noqa: E402
     plot_beam_sweep,
     plot_cache_timing,
     plot_draws,
     plot_quality_diversity,
     plot_warp_stages,
+    quality_diversity,
+    search_and_model_errors,
+    search_space_size,
+    train_on_source,
+    warp_stages,
 )
-from lmlab.model import GPT, GPTConfig, LMOutput  # noqa: E402
-from lmlab.synthetic import MarkovSource  # noqa: E402
+from lmlab.lm import LMOutput  # noqa: E402
+from lmlab.models import GPT, GPTConfig  # noqa: E402
+from lmlab.text.synthetic import MarkovSource  # noqa: E402
 
 STAGES = ["model", "temperature", "top-k", "top-p", "min-p"]
 
@@ -122,125 +117,8 @@ def test_search_space_size_rejects_bad_input(args):
 
 
 # ---------------------------------------------------------------------------------------------- greedy
-def test_greedy_decode_on_the_true_model_picks_each_argmax(source):
-    lm = source.as_model()
-    for prompt in ([0], [3], [1, 2, 2]):
-        out = greedy_decode(lm, prompt, 6)
-        assert out == greedy(lm, prompt, max_new_tokens=6)
-        ids = list(prompt)  # independent: argmax of the exact next-token distribution, step by step
-        for _ in range(6):
-            ids.append(int(np.argmax(source.next_token_probs(ids))))
-        assert out == ids
-    assert greedy_decode(lm, torch.tensor([2, 1]), 3) == greedy(lm, [2, 1], max_new_tokens=3)
-
-
-def test_greedy_decode_slides_the_window_past_block_size(tiny_gpt):
-    prompt = [3, 1, 4, 1, 5]
-    out = greedy_decode(tiny_gpt, prompt, 10)  # 15 tokens > block_size 8
-    assert len(out) == 15 and out[:5] == prompt
-    assert out == greedy(tiny_gpt, prompt, max_new_tokens=10)
-    assert out == greedy(tiny_gpt, prompt, max_new_tokens=10, use_cache=False)
-    assert len(set(out[5:])) > 1  # the check is not trivially about one repeated token
-
-
-def test_greedy_decode_edge_cases(source, tiny_gpt):
-    assert greedy_decode(tiny_gpt, [1, 2, 3], 0) == [1, 2, 3]
-    assert greedy_decode(source.as_model(), [2], 0) == [2]
-    with pytest.raises(ValueError):
-        greedy_decode(tiny_gpt, [1, 2], -1)
-    with pytest.raises(ValueError):
-        greedy_decode(tiny_gpt, [], 2)
-    with pytest.raises(ValueError):
-        greedy_decode(tiny_gpt, [12], 2)  # outside the vocabulary
-
-
 # ---------------------------------------------------------------------------------------------- beam step
-@pytest.mark.parametrize("K,V", [(1, 5), (3, 4), (4, 2)])
-def test_beam_step_matches_brute_force(K, V):
-    g = torch.Generator().manual_seed(10 * K + V)
-    for _ in range(5):
-        beam = -torch.rand(K, generator=g, dtype=torch.float64) * 3
-        nxt = torch.log_softmax(torch.randn(K, V, generator=g, dtype=torch.float64) * 2, -1)
-        pairs = sorted(((float(beam[b] + nxt[b, t]), b, t) for b in range(K) for t in range(V)), reverse=True)
-        for num_beams in range(1, K * V + 1):
-            scores, parents, tokens = beam_step(beam, nxt, num_beams)
-            assert scores.shape == parents.shape == tokens.shape == (num_beams,)
-            np.testing.assert_allclose(scores.numpy(), [s for s, _, _ in pairs[:num_beams]], rtol=0, atol=1e-12)
-            assert parents.tolist() == [b for _, b, _ in pairs[:num_beams]]
-            assert tokens.tolist() == [t for _, _, t in pairs[:num_beams]]
-
-
-def test_beam_step_rejects_bad_input():
-    beam, nxt = torch.zeros(2), torch.zeros(2, 3)
-    with pytest.raises(ValueError):
-        beam_step(torch.zeros(2, 1), nxt, 2)  # beam_logprobs not (K,)
-    with pytest.raises(ValueError):
-        beam_step(beam, torch.zeros(3), 2)  # next_logprobs not (K, V)
-    with pytest.raises(ValueError):
-        beam_step(torch.zeros(3), nxt, 2)  # K differs
-    with pytest.raises(ValueError):
-        beam_step(beam, nxt, 7)  # more beams than K * V = 6 candidates
-    with pytest.raises(ValueError):
-        beam_step(beam, nxt, 0)
-    with pytest.raises(ValueError):
-        beam_step(beam, nxt, True)
-    with pytest.raises(TypeError):
-        beam_step([0.0, 0.0], nxt, 2)
-    assert beam_step(beam, nxt, 6)[0].shape == (6,)  # exactly K * V is allowed
-
-
 # ---------------------------------------------------------------------------------------------- top-p
-def test_top_p_filter_hand_example():
-    q = torch.tensor([0.1, 0.4, 0.3, 0.2], dtype=torch.float64)
-    # sorted: 0.4, 0.3, 0.2, 0.1; p = 0.6 needs 0.4 + 0.3 = 0.7 >= 0.6
-    np.testing.assert_allclose(top_p_filter(q, 0.6).numpy(), [0, 4 / 7, 3 / 7, 0], atol=1e-15)
-    # p = 0.75 needs 0.4 + 0.3 + 0.2 = 0.9
-    np.testing.assert_allclose(top_p_filter(q, 0.75).numpy(), [0, 4 / 9, 3 / 9, 2 / 9], atol=1e-15)
-    np.testing.assert_allclose(top_p_filter(q, 0.01).numpy(), [0, 1, 0, 0])  # only the most probable
-    np.testing.assert_allclose(top_p_filter(q, 1.0).numpy(), q.numpy(), atol=1e-15)  # everything
-    np.testing.assert_allclose(top_p_filter(q, 1).numpy(), q.numpy(), atol=1e-15)  # int 1 is fine
-    assert top_p_filter(q, 0.6).dtype == torch.float64
-
-
-def test_top_p_filter_matches_warp_logits_on_random_distributions():
-    g = torch.Generator().manual_seed(0)
-    checked = 0
-    while checked < 150:
-        V = int(torch.randint(2, 30, (1,), generator=g))
-        q = torch.softmax(torch.randn(V, generator=g, dtype=torch.float64) * 2, -1)
-        p = 0.01 + 0.98 * float(torch.rand(1, generator=g, dtype=torch.float64))
-        cumulative = torch.cumsum(torch.sort(q, descending=True).values, 0)
-        if (cumulative - p).abs().min() < 1e-9:  # too close to a boundary: rounding may decide
-            continue
-        checked += 1
-        out = top_p_filter(q, p)
-        ref = torch.softmax(warp_logits(q.log(), top_p=p), -1)
-        np.testing.assert_allclose(out.numpy(), ref.numpy(), rtol=1e-12, atol=1e-15)
-        assert float(out.sum()) == pytest.approx(1.0, abs=1e-12)
-        assert out[int(q.argmax())] > 0  # the most probable token is always kept
-        kept = out > 0  # the kept set is the fewest top tokens with total >= p
-        assert float(q[kept].sum()) >= p
-        assert float(q[kept].sum() - q[kept].min()) < p
-
-
-def test_top_p_filter_with_p_one_keeps_every_token_in_float32():
-    q = torch.softmax(torch.tensor([10.0, 0.0, -10.0, -20.0]), -1)  # float32, every probability > 0
-    assert bool((q > 0).all())
-    assert bool((top_p_filter(q, 1.0) > 0).all())
-
-
-@pytest.mark.parametrize("p", [0, 0.0, -0.1, 1.5, True, "0.5", None, float("nan")])
-def test_top_p_filter_rejects_bad_p(p):
-    with pytest.raises(ValueError):
-        top_p_filter(torch.tensor([0.5, 0.5]), p)
-
-
-@pytest.mark.parametrize("probs", [[0.5, 0.5], torch.tensor([1, 0]), torch.ones(2, 2) / 4, torch.tensor(1.0)])
-def test_top_p_filter_rejects_bad_probs(probs):
-    with pytest.raises(TypeError):
-        top_p_filter(probs, 0.5)
-
-
 # ---------------------------------------------------------------------------------------------- warp stages
 def test_warp_stages_one_knob_after_another():
     g = torch.Generator().manual_seed(1)
@@ -257,8 +135,8 @@ def test_warp_stages_one_knob_after_another():
     top[torch.argsort(logits, descending=True)[:k]] = True
     ref = torch.where(top, stages["temperature"], 0.0)
     np.testing.assert_allclose(stages["top-k"].numpy(), (ref / ref.sum()).numpy(), rtol=1e-12, atol=1e-15)
-    # top-p: the nucleus of the top-k stage (checked against top_p_filter, an independent implementation)
-    np.testing.assert_allclose(stages["top-p"].numpy(), top_p_filter(stages["top-k"], top_p).numpy(), atol=1e-12)
+    # top-p: the nucleus of the top-k stage (checked against _nucleus, an independent implementation)
+    np.testing.assert_allclose(stages["top-p"].numpy(), _nucleus(stages["top-k"], top_p).numpy(), atol=1e-12)
     # min-p: tokens with probability >= min_p * the top one, renormalised
     prev = stages["top-p"]
     ref = torch.where(prev >= min_p * prev.max(), prev, 0.0)
@@ -307,6 +185,20 @@ def test_warp_stages_rejects_bad_logits():
         warp_stages(torch.zeros(2, 4))
     with pytest.raises(TypeError):
         warp_stages([0.0, 1.0])
+
+
+def _nucleus(probs, p):
+    """An independent nucleus filter: add tokens best first until their mass reaches p, renormalise."""
+    order = sorted(range(len(probs)), key=lambda i: -float(probs[i]))
+    kept, mass = [], 0.0
+    for i in order:
+        kept.append(i)
+        mass += float(probs[i])
+        if mass >= p:
+            break
+    out = torch.zeros_like(probs)
+    out[kept] = probs[kept]
+    return out / out.sum()
 
 
 # ---------------------------------------------------------------------------------------------- sample_batch
@@ -401,21 +293,21 @@ def test_sample_batch_rejects_bad_input(source):
 
 # ---------------------------------------------------------------------------------------------- distinct-n
 def test_distinct_ngrams_hand_examples():
-    assert distinct_ngrams([[1, 2, 1, 2]], 2) == pytest.approx(2 / 3)  # (1,2) (2,1) (1,2)
-    assert distinct_ngrams([[1, 2, 1, 2]], 1) == 0.5
-    assert distinct_ngrams([[1, 2, 3, 4]], 3) == 1.0
-    assert distinct_ngrams([[5, 5, 5, 5, 5]], 2) == 0.25
+    assert distinct_n([[1, 2, 1, 2]], 2) == pytest.approx(2 / 3)  # (1,2) (2,1) (1,2)
+    assert distinct_n([[1, 2, 1, 2]], 1) == 0.5
+    assert distinct_n([[1, 2, 3, 4]], 3) == 1.0
+    assert distinct_n([[5, 5, 5, 5, 5]], 2) == 0.25
     # n-grams do not cross sequences: pooled they would be (1,2) (2,1) (1,2) = 2/3, (1,1) = 1.0
-    assert distinct_ngrams([[1, 2], [1, 2]], 2) == 0.5
-    assert distinct_ngrams([[1], [1]], 2) == 0.0
-    assert distinct_ngrams([[1, 2, 3], [9], [2, 3, 4]], 2) == 0.75  # (1,2) (2,3) (2,3) (3,4)
-    assert distinct_ngrams([], 2) == 0.0
-    assert distinct_ngrams([[], [1]], 1) == 1.0
-    assert distinct_ngrams(torch.tensor([[1, 2, 1, 2], [1, 2, 1, 2]]), 2) == pytest.approx(2 / 6)
-    assert distinct_ngrams((range(4), (0, 1)), 2) == pytest.approx(3 / 4)
+    assert distinct_n([[1, 2], [1, 2]], 2) == 0.5
+    assert distinct_n([[1], [1]], 2) == 0.0
+    assert distinct_n([[1, 2, 3], [9], [2, 3, 4]], 2) == 0.75  # (1,2) (2,3) (2,3) (3,4)
+    assert distinct_n([], 2) == 0.0
+    assert distinct_n([[], [1]], 1) == 1.0
+    assert distinct_n(torch.tensor([[1, 2, 1, 2], [1, 2, 1, 2]]), 2) == pytest.approx(2 / 6)
+    assert distinct_n((range(4), (0, 1)), 2) == pytest.approx(3 / 4)
     for n in (0, -1, 1.0, True):
         with pytest.raises(ValueError):
-            distinct_ngrams([[1, 2]], n)
+            distinct_n([[1, 2]], n)
 
 
 # ---------------------------------------------------------------------------------------------- beam width
@@ -614,7 +506,7 @@ def test_quality_diversity_at_temperature_one_scores_the_entropy_rate():
     # of -H (exact numbers: 0.011), so the sampled quality is close to the negative entropy rate.
     assert abs(expected + src.entropy_rate()) < 0.02
     assert abs(row.true_logprob_per_token + src.entropy_rate()) < 4 * se + 0.02
-    assert row.distinct == pytest.approx(distinct_ngrams(samples, 3))  # the same seeded draws
+    assert row.distinct == pytest.approx(distinct_n(samples, 3))  # the same seeded draws
 
 
 def test_quality_diversity_temperature_trades_quality_for_diversity():
@@ -739,7 +631,7 @@ def test_plot_cache_timing_lines():
 
 # ---------------------------------------------------------------------------------------------- widgets
 def test_show_warp_draws_and_prints_three_continuations(monkeypatch, capsys):
-    from lmlab import widgets
+    from lmlab.lessons import decoding as widgets
 
     src = MarkovSource(5, 1, seed=0)
     lm = src.as_model()
@@ -763,7 +655,7 @@ def test_show_warp_draws_and_prints_three_continuations(monkeypatch, capsys):
 
 
 def test_show_warp_with_knobs_off(monkeypatch, capsys):
-    from lmlab import widgets
+    from lmlab.lessons import decoding as widgets
 
     src = MarkovSource(5, 1, seed=0)
     monkeypatch.setattr(plt, "show", lambda: None)
@@ -774,7 +666,7 @@ def test_show_warp_with_knobs_off(monkeypatch, capsys):
 
 def test_warp_explorer_controls(monkeypatch, capsys):
     ipywidgets = pytest.importorskip("ipywidgets")
-    from lmlab import widgets
+    from lmlab.lessons import decoding as widgets
 
     src = MarkovSource(5, 1, seed=0)
     monkeypatch.setattr(plt, "show", lambda: None)

@@ -66,7 +66,7 @@ def test_loss_equals_transformers_loss():
 def test_naive_attention_after_loading_still_matches():
     hf = hf_gpt2()
     ours = GPT.from_hf_gpt2(hf)
-    naive = GPT(type(ours.config)(**{**ours.config.to_dict(), "attention": "naive"})).eval()
+    naive = GPT(type(ours.config)(**{**ours.config.to_dict(), "attention_impl": "naive"})).eval()
     naive.load_state_dict(ours.state_dict())
     idx = torch.randint(0, 97, (2, 48))
     with torch.no_grad():

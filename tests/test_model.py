@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from lmlab import GPT, GPTConfig
-from lmlab.model import PRESETS, lm_loss
+from lmlab.lm import lm_loss
+from lmlab.models import PRESETS
 
 
 def micro(**kw) -> GPT:
@@ -31,8 +32,8 @@ def test_gpt2_preset_has_gpt2_parameter_count():
 
 
 def test_preset_overrides_and_errors():
-    cfg = GPTConfig.preset("tiny", vocab_size=96, attention="naive")
-    assert cfg.vocab_size == 96 and cfg.attention == "naive"
+    cfg = GPTConfig.preset("tiny", vocab_size=96, attention_impl="naive")
+    assert cfg.vocab_size == 96 and cfg.attention == "full" and cfg.attention_impl == "naive"
     assert PRESETS["tiny"].vocab_size == 256  # the preset itself is not changed
     with pytest.raises(ValueError, match="known presets: micro, tiny, small, gpt2"):
         GPTConfig.preset("huge")
@@ -48,6 +49,8 @@ def test_preset_overrides_and_errors():
         (dict(vocab_size=2.5), "vocab_size must be a positive integer"),
         (dict(activation="relu"), "activation must be one of"),
         (dict(attention="flash"), "attention must be one of"),
+        (dict(attention_impl="flash"), "attention_impl must be one of"),
+        (dict(attention="naive"), "attention must be one of"),
         (dict(dropout=1.0), r"dropout must be in \[0, 1\)"),
     ],
 )
@@ -120,9 +123,9 @@ def test_causal_logits_do_not_depend_on_future_tokens():
 @pytest.mark.parametrize("activation", ["gelu", "gelu_tanh"])
 def test_naive_and_sdpa_attention_agree(activation):
     torch.manual_seed(1)
-    cfg = GPTConfig.preset("tiny", vocab_size=64, activation=activation, attention="sdpa")
+    cfg = GPTConfig.preset("tiny", vocab_size=64, activation=activation, attention_impl="sdpa")
     sdpa = GPT(cfg).eval()
-    naive = GPT(GPTConfig.preset("tiny", vocab_size=64, activation=activation, attention="naive")).eval()
+    naive = GPT(GPTConfig.preset("tiny", vocab_size=64, activation=activation, attention_impl="naive")).eval()
     naive.load_state_dict(sdpa.state_dict())
     idx = torch.randint(0, 64, (4, 64))
     torch.testing.assert_close(naive(idx).logits, sdpa(idx).logits, atol=1e-5, rtol=0)
@@ -138,14 +141,14 @@ def test_auto_attention_uses_the_explicit_path_for_short_cpu_contexts(monkeypatc
     long = GPT(GPTConfig.preset("micro", block_size=300)).eval()
     long(torch.zeros(1, 300, dtype=torch.long))
     assert len(calls) == 2  # one per layer
-    explicit = GPT(GPTConfig.preset("micro", block_size=300, attention="naive")).eval()
+    explicit = GPT(GPTConfig.preset("micro", block_size=300, attention_impl="naive")).eval()
     explicit.load_state_dict(long.state_dict())
     idx = torch.randint(0, 256, (1, 300))
     torch.testing.assert_close(explicit(idx).logits, long(idx).logits, atol=1e-5, rtol=0)
 
 
 def test_naive_attention_rows_are_causal_probabilities():
-    model = micro(vocab_size=20, attention="naive")
+    model = micro(vocab_size=20, attention_impl="naive")
     attn = model.transformer.h[0].attn
     q = k = v = torch.randn(1, 2, 5, 32)
     out = attn._naive(q, k, v)
@@ -165,7 +168,7 @@ def test_gelu_variants_differ_as_expected():
 # ---------------------------------------------------------------- KV cache
 @pytest.mark.parametrize("attention", ["sdpa", "naive"])
 def test_kv_cache_gives_the_uncached_logits(attention):
-    model = micro(vocab_size=40, attention=attention)
+    model = micro(vocab_size=40, attention_impl=attention)
     idx = torch.randint(0, 40, (2, 32))
     full = model(idx).logits
     cache = model.new_cache(batch_size=2)
@@ -219,11 +222,20 @@ def test_context_longer_than_block_size_names_both_numbers():
 
 
 @pytest.mark.parametrize("bad", [-1, 256, 1000])
-def test_token_ids_outside_vocabulary_are_rejected(bad):
+def test_token_ids_outside_vocabulary_are_rejected_where_they_enter(bad):
+    """forward does not read the ids' values (that would wait for the GPU at every step); the entry points do."""
+    from lmlab.generation import greedy
+    from lmlab.likelihood import token_logprobs
+
     idx = torch.zeros(1, 4, dtype=torch.long)
     idx[0, 2] = bad
+    model = micro()
+    with pytest.raises(ValueError, match=rf"token id {bad}, outside"):
+        token_logprobs(model, idx)
     with pytest.raises(ValueError, match=rf"token id {bad}, outside the vocabulary \[0, 256\)"):
-        micro()(idx)
+        greedy(model, idx[0], max_new_tokens=2)
+    with pytest.raises((IndexError, RuntimeError)):  # PyTorch's own error, not a silent wrong answer
+        model(idx)
 
 
 def test_wrong_types_and_shapes_are_rejected():
@@ -236,7 +248,7 @@ def test_wrong_types_and_shapes_are_rejected():
         model([[1, 2, 3]])
     with pytest.raises(ValueError, match="reduction must be one of"):
         model(torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 4, dtype=torch.long), reduction="avg")
-    with pytest.raises(ValueError, match="outside the vocabulary"):
+    with pytest.raises((IndexError, RuntimeError)):  # out-of-range targets: PyTorch's own error
         model(torch.zeros(1, 4, dtype=torch.long), torch.full((1, 4), 999))
 
 

@@ -12,17 +12,15 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from lmlab import plots  # noqa: E402
-from lmlab.model import GPT, GPTConfig  # noqa: E402
-from lmlab.objective import markov_token_data  # noqa: E402
-from lmlab.plots import (  # noqa: E402
-    LiveLossPlot,
+from lmlab.lessons.objective import (  # noqa: E402
     plot_bigram_fit,
-    plot_history,
     plot_lr_sweep,
     plot_next_tokens,
     plot_running_product,
 )
-from lmlab.synthetic import MarkovSource  # noqa: E402
+from lmlab.models import GPT, GPTConfig  # noqa: E402
+from lmlab.plots import LiveLossPlot, plot_history  # noqa: E402
+from lmlab.text.synthetic import MarkovSource, markov_token_data  # noqa: E402
 from lmlab.train import History, Trainer  # noqa: E402
 
 

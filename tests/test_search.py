@@ -12,15 +12,15 @@ import pytest
 import torch
 
 from lmlab import GPT, GPTConfig, MarkovSource
-from lmlab.decoding import (
+from lmlab.generation import (
     Hypothesis,
     SearchBudgetExceeded,
     SearchTree,
     beam_search,
     exact_search,
     greedy,
-    plot_search_tree,
 )
+from lmlab.plots import plot_search_tree
 
 
 def peaked_gpt(vocab_size: int, seed: int, block_size: int = 16, scale: float = 0.6) -> GPT:
@@ -181,7 +181,7 @@ def test_plot_search_tree_draws_every_kind_of_tree():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lmlab.tokenizer import ByteTokenizer
+    from lmlab.text.tokenizer import ByteTokenizer
 
     model = peaked_gpt(256, seed=0, scale=0.3)
     _, beam_tree = beam_search(model, [72, 105], num_beams=2, max_new_tokens=3, return_tree=True)

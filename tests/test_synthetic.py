@@ -9,10 +9,10 @@ import scipy.linalg
 import scipy.stats
 import torch
 
-import lmlab.synthetic as synthetic
+import lmlab.text.synthetic as synthetic
 from lmlab.likelihood import evaluate_text
-from lmlab.model import GPT, GPTConfig
-from lmlab.synthetic import MarkovLM, MarkovSource, syllable_words
+from lmlab.models import GPT, GPTConfig
+from lmlab.text.synthetic import MarkovLM, MarkovSource, syllable_words
 
 TINY = [(3, 1), (3, 2), (2, 3)]  # (vocab_size, order) small enough to enumerate every sequence
 
@@ -262,7 +262,7 @@ def test_text_encode_decode_round_trip():
 def test_adapter_logits_are_exact_conditionals(V, k):
     src = MarkovSource(V, k, 8)
     model = src.as_model()
-    assert isinstance(model, MarkovLM) and model.block_size is None and model.vocab_size == V
+    assert isinstance(model, MarkovLM) and model.context_limit is None and model.vocab_size == V
     idx = src.sample(12, 0, batch_size=3)
     logits, loss = model(idx)
     assert logits.shape == (3, 12, V) and logits.dtype == torch.float64 and loss is None

@@ -1,4 +1,4 @@
-"""Tests of lmlab.tokenizer: exact round trips, unknown characters, files."""
+"""Tests of lmlab.text.tokenizer: exact round trips, unknown characters, files."""
 
 import json
 
@@ -8,7 +8,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lmlab.tokenizer import (
+from lmlab.text.tokenizer import (
     UNKNOWN_CHAR,
     ByteTokenizer,
     CharTokenizer,

@@ -16,7 +16,7 @@ import torch
 from _train_support import make_data, make_model, small_config
 
 import lmlab.train as train
-from lmlab.model import IGNORE_INDEX
+from lmlab.lm import IGNORE_INDEX
 from lmlab.train import Callback, History, TrainConfig, Trainer, load_checkpoint, lr_at, weight_decay_groups
 
 TESTS = Path(__file__).parent
@@ -472,7 +472,7 @@ def test_warmup_longer_than_the_run_warns():
 
 def test_trainer_argument_errors(data):
     model = make_model()
-    with pytest.raises(ValueError, match="block_size 64 exceeds the model's block_size 32"):
+    with pytest.raises(ValueError, match="block_size 64 exceeds the model's context limit 32"):
         Trainer(model, data, small_config(block_size=64))
     with pytest.raises(ValueError, match="amp=True needs a CUDA device"):
         Trainer(model, data, small_config(amp=True))

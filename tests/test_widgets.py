@@ -9,9 +9,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from lmlab import widgets  # noqa: E402
-from lmlab.objective import BigramLM  # noqa: E402
-from lmlab.synthetic import MarkovSource  # noqa: E402
+from lmlab.lessons.objective import widgets  # noqa: E402
+from lmlab.models import BigramLM  # noqa: E402
+from lmlab.text.synthetic import MarkovSource  # noqa: E402
 
 pytest.importorskip("ipywidgets")
 

@@ -6,6 +6,10 @@ Shapes use one vocabulary throughout: ``B`` batch, ``T`` time (tokens), ``C`` ch
 The model returns logits for *every* position: likelihood scoring needs them all, so there is no
 "last position only" shortcut. Attention can be computed two ways that agree to 1e-5:
 
+The attention *kind* (``GPTConfig.attention``: today ``"full"``, every position sees all the positions
+before it) is separate from its *implementation* (``GPTConfig.attention_impl``), of which there are three
+that agree to 1e-5:
+
 - ``"naive"``: the explicit ``T x T`` score matrix, softmax and weighted sum, for teaching;
 - ``"sdpa"``: ``torch.nn.functional.scaled_dot_product_attention``, PyTorch's fused kernels, for speed;
 - ``"auto"`` (the default): the explicit path on the CPU for up to 256 keys, where it is faster than
@@ -16,21 +20,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["GPTConfig", "GPT", "KVCache", "LMOutput", "PRESETS"]
+from lmlab.lm import HiddenLMOutput, LMOutput, lm_loss
+from lmlab.models.cache import KVCache
+
+__all__ = ["GPTConfig", "GPT", "PRESETS", "ATTENTION_KINDS", "ATTENTION_IMPLS"]
 
 ACTIVATIONS = ("gelu", "gelu_tanh")
-ATTENTIONS = ("auto", "sdpa", "naive")
+ATTENTION_KINDS = ("full",)  # what each position may attend to
+ATTENTION_IMPLS = ("auto", "sdpa", "naive")  # how full attention is computed
 # "auto" uses the explicit path on the CPU up to this many keys: there it measured faster than SDPA's CPU
 # kernel (forward + backward, 2 threads: 1.33x at T=64, 1.24x at 128, 1.06x at 256, 0.42x at 1024).
 AUTO_EXPLICIT_MAX_KEYS = 256
-REDUCTIONS = ("mean", "sum", "none")
-IGNORE_INDEX = -100  # targets equal to this are not scored (the same convention as PyTorch and transformers)
 
 
 def _dropout(p: float) -> nn.Module:
@@ -51,7 +57,8 @@ class GPTConfig:
     dropout: float = 0.0  # dropout on embeddings, attention weights and residual branches (0 = off)
     bias: bool = True  # biases in Linear and LayerNorm layers, as GPT-2
     activation: str = "gelu"  # "gelu" (exact, erf) or "gelu_tanh" (GPT-2's tanh approximation)
-    attention: str = "auto"  # "sdpa" (PyTorch's fused kernel), "naive" (explicit T x T matrix) or "auto"
+    attention: str = "full"  # the attention kind: "full" (causal self-attention over the whole context)
+    attention_impl: str = "auto"  # "sdpa" (PyTorch's fused kernel), "naive" (explicit T x T matrix) or "auto"
     tie_weights: bool = True  # share the token embedding with the output layer (GPT-2 does)
     layer_norm_eps: float = 1e-5  # LayerNorm epsilon, GPT-2's value
 
@@ -71,8 +78,12 @@ class GPTConfig:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"GPTConfig.activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        if self.attention not in ATTENTIONS:
-            raise ValueError(f"GPTConfig.attention must be one of {ATTENTIONS}, got {self.attention!r}")
+        if self.attention not in ATTENTION_KINDS:
+            raise ValueError(f"GPTConfig.attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(
+                f"GPTConfig.attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}"
+            )
 
     @property
     def head_size(self) -> int:
@@ -124,72 +135,6 @@ PRESETS: dict[str, GPTConfig] = {
 }
 
 
-class LMOutput(NamedTuple):
-    """What :meth:`GPT.forward` returns: unpack it as ``logits, loss = model(idx, targets)``."""
-
-    logits: torch.Tensor  # (B, T, V)
-    loss: torch.Tensor | None  # scalar for "mean"/"sum", (B, T) for "none", None without targets
-
-
-class KVCache:
-    """Keys and values of the tokens seen so far, for incremental decoding.
-
-    Storage is preallocated per layer as ``(B, nh, max_len, hs)``; ``length`` says how many positions are
-    filled. Reusing the keys and values of earlier tokens makes each new token cost O(S) attention work
-    instead of re-running the whole prefix.
-    """
-
-    def __init__(
-        self,
-        config: GPTConfig,
-        batch_size: int,
-        max_len: int | None = None,
-        *,
-        device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.float32,
-    ) -> None:
-        max_len = config.block_size if max_len is None else max_len
-        if batch_size < 1 or max_len < 1:
-            raise ValueError(f"batch_size and max_len must be >= 1, got {batch_size} and {max_len}")
-        if max_len > config.block_size:
-            raise ValueError(f"max_len {max_len} exceeds the model's block_size {config.block_size}")
-        shape = (batch_size, config.n_head, max_len, config.head_size)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
-        self.length = 0  # positions filled so far
-        self.max_len = max_len
-
-    @property
-    def batch_size(self) -> int:
-        return self.k[0].shape[0]
-
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store new keys/values (B, nh, T, hs) at positions ``length..length+T`` of ``layer``.
-
-        Returns all keys and values so far, (B, nh, S, hs) with S = length + T. ``length`` itself is
-        advanced by :meth:`advance` once every layer has been updated.
-        """
-        T = k.shape[2]
-        start = self.length
-        self.k[layer][:, :, start : start + T] = k
-        self.v[layer][:, :, start : start + T] = v
-        return self.k[layer][:, :, : start + T], self.v[layer][:, :, : start + T]
-
-    def advance(self, n: int) -> None:
-        self.length += n
-
-    def reorder(self, index: torch.Tensor) -> None:
-        """Select batch rows by ``index`` (1-D long tensor): reorders beams, or expands one prompt to many."""
-        self.k = [k.index_select(0, index) for k in self.k]
-        self.v = [v.index_select(0, index) for v in self.v]
-
-    def crop(self, length: int) -> None:
-        """Forget every position from ``length`` on."""
-        if not 0 <= length <= self.length:
-            raise ValueError(f"crop length must be in [0, {self.length}], got {length}")
-        self.length = length
-
-
 def _causal_mask(T: int, S: int, device: torch.device) -> torch.Tensor:
     """(T, S) boolean mask, True where query i (at absolute position S - T + i) may see key j."""
     q_pos = torch.arange(S - T, S, device=device).unsqueeze(1)  # (T, 1)
@@ -204,7 +149,7 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head = config.n_head
         self.n_embd = config.n_embd
-        self.implementation = config.attention
+        self.implementation = config.attention_impl
         self.dropout = config.dropout
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
@@ -330,7 +275,16 @@ class GPT(nn.Module):
 
     @property
     def block_size(self) -> int:
-        """Longest context the model reads."""
+        """Number of learned positions (``config.block_size``)."""
+        return self.config.block_size
+
+    @property
+    def context_limit(self) -> int:
+        """The longest context the model reads in one pass: its number of learned positions.
+
+        Likelihood scoring reads longer texts in windows of this length, and generation slides its window
+        past it (:func:`lmlab.lm.context_limit`).
+        """
         return self.config.block_size
 
     @property
@@ -350,21 +304,33 @@ class GPT(nn.Module):
         loss_mask: torch.Tensor | None = None,
         reduction: str = "mean",
         cache: KVCache | None = None,
-    ) -> LMOutput:
+        return_hidden: bool = False,
+    ) -> LMOutput | HiddenLMOutput:
         """Logits for every position, and the cross-entropy loss when ``targets`` are given.
 
         Args:
-            idx: (B, T) token ids, ``0 <= id < vocab_size``.
+            idx: (B, T) token ids, ``0 <= id < vocab_size`` (not range-checked here: the check would wait for
+                the GPU at every call; data, likelihood, generation and the CLI check ids where they enter).
             targets: (B, T) next-token ids; entries equal to -100 are not scored.
             loss_mask: (B, T) bool or 0/1 tensor, 1 where a position counts in the loss.
             reduction: "mean" (over scored tokens), "sum" (nats), or "none" ((B, T), 0 where unscored).
-            cache: a :class:`KVCache`; ``idx`` then continues the cached tokens.
+            cache: a :class:`~lmlab.models.cache.KVCache`; ``idx`` then continues the cached tokens.
+            return_hidden: also return the final hidden states (B, T, C), after the last LayerNorm, for
+                extra output heads on the same trunk.
 
         Returns:
-            ``LMOutput(logits (B, T, V), loss)``.
+            ``LMOutput(logits (B, T, V), loss)``; with ``return_hidden``,
+            ``HiddenLMOutput(logits, loss, hidden (B, T, C))``.
         """
-        self._check_ids(idx, "idx")
+        if not isinstance(idx, torch.Tensor):
+            raise TypeError(f"idx must be a torch.Tensor of token ids, got {type(idx).__name__}")
+        if idx.dim() != 2:
+            raise ValueError(f"idx must have shape (B, T), got shape {tuple(idx.shape)}")
+        if idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise TypeError(f"idx must hold integer token ids, got dtype {idx.dtype}")
         B, T = idx.shape
+        if B == 0 or T == 0:
+            raise ValueError(f"idx is empty (shape {tuple(idx.shape)}); give at least one token")
         past = 0 if cache is None else cache.length
         if past + T > self.config.block_size:
             what = f"{past} cached + {T} new tokens" if past else f"context of {T} tokens"
@@ -387,26 +353,16 @@ class GPT(nn.Module):
         loss = None
         if targets is not None:
             loss = lm_loss(logits, targets, loss_mask=loss_mask, reduction=reduction)
-        return LMOutput(logits, loss)
-
-    def _check_ids(self, ids: torch.Tensor, name: str) -> None:
-        if not isinstance(ids, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(ids).__name__}")
-        if ids.dim() != 2:
-            raise ValueError(f"{name} must have shape (B, T), got shape {tuple(ids.shape)}")
-        if ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-            raise TypeError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
-        if ids.numel() == 0:
-            raise ValueError(f"{name} is empty (shape {tuple(ids.shape)}); give at least one token")
-        lo, hi = int(ids.min()), int(ids.max())
-        if lo < 0 or hi >= self.config.vocab_size:
-            bad = lo if lo < 0 else hi
-            raise ValueError(f"{name} has token id {bad}, outside the vocabulary [0, {self.config.vocab_size})")
+        return HiddenLMOutput(logits, loss, x) if return_hidden else LMOutput(logits, loss)
 
     def new_cache(self, batch_size: int = 1, max_len: int | None = None) -> KVCache:
-        """An empty :class:`KVCache` on this model's device and dtype."""
-        w = self.transformer.wte.weight
-        return KVCache(self.config, batch_size, max_len, device=w.device, dtype=w.dtype)
+        """An empty :class:`~lmlab.models.cache.KVCache` for up to ``max_len`` tokens (default and at most
+        block_size), on this model's device and dtype."""
+        max_len = self.config.block_size if max_len is None else max_len
+        if max_len > self.config.block_size:
+            raise ValueError(f"max_len {max_len} exceeds the model's block_size {self.config.block_size}")
+        c, w = self.config, self.transformer.wte.weight
+        return KVCache(c.n_layer, c.n_head, c.head_size, batch_size, max_len, device=w.device, dtype=w.dtype)
 
     # ------------------------------------------------------------------ counting
     def num_params(self, non_embedding: bool = True) -> int:
@@ -490,38 +446,3 @@ class GPT(nn.Module):
         return model.to(hf_model.device if hasattr(hf_model, "device") else "cpu")
 
 
-def lm_loss(
-    logits: torch.Tensor,
-    targets: torch.Tensor,
-    *,
-    loss_mask: torch.Tensor | None = None,
-    reduction: str = "mean",
-) -> torch.Tensor:
-    """Cross-entropy of next-token ``logits`` (B, T, V) against ``targets`` (B, T), in nats.
-
-    Positions where ``targets == -100`` or ``loss_mask`` is 0 are not scored. ``reduction``: "mean" (over
-    scored positions), "sum", or "none" ((B, T), zeros where not scored).
-    """
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    if targets.shape != logits.shape[:2]:
-        raise ValueError(f"targets shape {tuple(targets.shape)} must equal logits' (B, T) {tuple(logits.shape[:2])}")
-    V = logits.shape[-1]
-    flat_logits, flat_targets = logits.reshape(-1, V).float(), targets.reshape(-1)
-    lo, hi = int(targets.min()), int(targets.max())
-    if hi >= V or (lo < 0 and bool(((targets < 0) & (targets != IGNORE_INDEX)).any())):
-        raise ValueError(f"targets hold ids outside the vocabulary [0, {V}) (use -100 to skip a position)")
-    if loss_mask is None and reduction != "none":  # the common training case: one fused kernel
-        return F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE_INDEX, reduction=reduction)
-    valid = targets != IGNORE_INDEX
-    if loss_mask is not None:
-        if loss_mask.shape != targets.shape:
-            raise ValueError(f"loss_mask shape {tuple(loss_mask.shape)} must equal targets' {tuple(targets.shape)}")
-        valid = valid & loss_mask.bool()
-    nll = F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE_INDEX, reduction="none")
-    nll = nll.view_as(targets) * valid  # (B, T), zero where not scored
-    if reduction == "none":
-        return nll
-    if reduction == "sum":
-        return nll.sum()
-    return nll.sum() / valid.sum()

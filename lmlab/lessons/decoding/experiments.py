@@ -1,20 +1,17 @@
-"""Decoding as search: reference implementations and measured experiments for lesson 02.
+"""Decoding as search: the measured experiments of lesson 02.
 
 Each function is one idea of the lesson, small enough to read in a minute:
 
 - the size of the search space (:func:`search_space_size`);
-- greedy decoding written out as a loop over whole prefixes, without a KV cache (:func:`greedy_decode`);
-  :func:`lmlab.decoding.greedy` is the fast version, with the same tokens;
-- one step of textbook beam search on summed log-probabilities (:func:`beam_step`);
-- the nucleus (top-p) filter on a probability vector (:func:`top_p_filter`), and what each sampling knob
-  does to one distribution, stage by stage (:func:`warp_stages`);
-- many samples at once from one prompt, with a KV cache shared by the rows (:func:`sample_batch`);
-- diversity as the fraction of distinct n-grams (:func:`distinct_ngrams`);
-- experiments on a language whose true distribution is known (:class:`lmlab.synthetic.MarkovSource`):
+- what each sampling knob does to one distribution, stage by stage (:func:`warp_stages`);
+- experiments on a language whose true distribution is known (:class:`lmlab.text.synthetic.MarkovSource`):
   beam width against the probability found and its cost (:func:`beam_width_sweep`), search error against
   model error (:func:`search_and_model_errors`), why the most probable sentence is short and what the
   length penalty does (:func:`length_study`), quality against diversity as the sampling knobs move
   (:func:`quality_diversity`), and what the KV cache saves per token (:func:`cache_timing`).
+
+The decoders themselves are the library's (:mod:`lmlab.generation`); the lesson's exercises (a greedy loop,
+one beam step, the top-p filter, distinct n-grams) are solved only in the instructor's notebook.
 
 Shapes: ``K`` beams, ``V`` vocabulary size, ``T`` tokens. Log-probabilities are natural logs (nats).
 """
@@ -31,34 +28,20 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from lmlab.decoding import (
-    _as_prompt,
-    _check_count,
-    _check_warp_options,
-    _device,
-    _is_int,
-    _warp,
-    beam_search,
-    decode_one_token,
-    exact_search,
-    greedy,
-    prefill,
-    sample_next_token,
-    warp_logits,
-)
-from lmlab.model import GPT, GPTConfig
-from lmlab.synthetic import MarkovSource, syllable_words
+from lmlab.checks import check_int, model_device
+from lmlab.generation import beam_search, distinct_n, exact_search, greedy, sample, sample_batch, warp_logits
+from lmlab.generation.engine import check_max_new_tokens
+from lmlab.generation.warp import check_warp_options
+from lmlab.lm import eval_mode
+from lmlab.models import GPT, GPTConfig
+from lmlab.text.synthetic import MarkovSource, markov_token_data, syllable_words
+from lmlab.train import Trainer
 
 __all__ = [
     "lesson_source",
     "train_on_source",
     "search_space_size",
-    "greedy_decode",
-    "beam_step",
-    "top_p_filter",
     "warp_stages",
-    "sample_batch",
-    "distinct_ngrams",
     "BeamWidthRow",
     "beam_width_sweep",
     "ErrorRow",
@@ -72,15 +55,9 @@ __all__ = [
 ]
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if not _is_int(value) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def _check_source(source: Any) -> MarkovSource:
     if not isinstance(source, MarkovSource):
-        raise TypeError(f"source must be a lmlab.synthetic.MarkovSource, got {type(source).__name__}")
+        raise TypeError(f"source must be a lmlab.text.synthetic.MarkovSource, got {type(source).__name__}")
     return source
 
 
@@ -109,9 +86,6 @@ def train_on_source(
     The recipe of lesson 1b (batch 16, AdamW at 3e-3 with 20 warmup steps, cosine decay), deterministic
     for a given ``seed`` on the CPU. Returns the model in eval mode. About 8 s for 800 steps on one core.
     """
-    from lmlab.objective import markov_token_data
-    from lmlab.train import Trainer
-
     _check_source(source)
     data = markov_token_data(source, n_train=n_train, n_val=1_000, seed=seed)
     torch.manual_seed(seed)
@@ -130,85 +104,10 @@ def search_space_size(vocab_size: int, length: int) -> int:
     answer to "which continuation is most probable?" by listing them all is out of reach beyond toy sizes:
     GPT-2's 50,257 tokens give about 10**94 continuations of 20 tokens.
     """
-    return _check_int("vocab_size", vocab_size, 1) ** _check_int("length", length, 0)
-
-
-# ---------------------------------------------------------------------------------------------- greedy
-@torch.inference_mode()
-def greedy_decode(model: nn.Module, prompt_ids: Sequence[int] | torch.Tensor, max_new_tokens: int) -> list[int]:
-    """Prompt + ``max_new_tokens`` tokens, each the argmax of the model's next-token logits.
-
-    The plain loop: every step runs the model on the whole prefix (the last ``block_size`` tokens when the
-    model has a ``block_size``) and appends the most probable token (ties: the lowest id). Same tokens as
-    :func:`lmlab.decoding.greedy`, which reuses a KV cache instead of re-reading the prefix.
-    """
-    _check_count(max_new_tokens)
-    ids = _as_prompt(prompt_ids, model).tolist()
-    window = getattr(model, "block_size", None)
-    device = _device(model)
-    for _ in range(max_new_tokens):
-        context = ids if window is None else ids[-window:]
-        logits = model(torch.tensor([context], device=device)).logits[0, -1]  # (V,)
-        ids.append(int(logits.argmax()))
-    return ids
-
-
-# ---------------------------------------------------------------------------------------------- beam step
-def beam_step(
-    beam_logprobs: torch.Tensor, next_logprobs: torch.Tensor, num_beams: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One step of textbook beam search (no EOS, no length penalty).
-
-    Args:
-        beam_logprobs: (K,) summed log-probability of each running beam.
-        next_logprobs: (K, V) log p(token | beam) for every beam and token.
-        num_beams: how many extensions to keep.
-
-    Returns ``(scores, parents, tokens)``, each (num_beams,), best first: the ``num_beams`` (beam, token)
-    pairs with the highest ``beam_logprobs[beam] + next_logprobs[beam, token]``, the beam each extends and
-    the token it appends. (Beam search as in Jurafsky & Martin, Speech and Language Processing, 3rd ed.
-    draft, sec. 13.4; transformers' version adds EOS handling and a length penalty.)
-    """
-    if not isinstance(beam_logprobs, torch.Tensor) or not isinstance(next_logprobs, torch.Tensor):
-        raise TypeError("beam_logprobs and next_logprobs must be torch tensors of shapes (K,) and (K, V)")
-    if beam_logprobs.dim() != 1 or next_logprobs.dim() != 2 or next_logprobs.shape[0] != beam_logprobs.shape[0]:
-        raise ValueError(
-            f"beam_logprobs must be (K,) and next_logprobs (K, V) with the same K, got "
-            f"{tuple(beam_logprobs.shape)} and {tuple(next_logprobs.shape)}"
-        )
-    K, V = next_logprobs.shape
-    _check_int("num_beams", num_beams, 1)
-    if num_beams > K * V:
-        raise ValueError(f"num_beams must be at most K * V = {K * V} candidates, got {num_beams}")
-    totals = (beam_logprobs[:, None] + next_logprobs).reshape(-1)  # (K * V,), beam-major
-    scores, flat = torch.topk(totals, num_beams)  # sorted best first
-    return scores, flat // V, flat % V
+    return check_int("vocab_size", vocab_size, 1) ** check_int("length", length, 0)
 
 
 # ---------------------------------------------------------------------------------------------- sampling knobs
-def top_p_filter(probs: torch.Tensor, p: float) -> torch.Tensor:
-    """Nucleus filter (Holtzman et al. 2020): keep the fewest most probable tokens whose total is >= ``p``.
-
-    ``probs`` (V,) is a probability vector; returns (V,) with every other token set to 0 and the kept ones
-    renormalised to sum to 1. The most probable token is always kept. Up to ties and rounding at the
-    boundary, this is :func:`lmlab.decoding.warp_logits` with ``top_p=p``, which works on logits.
-    """
-    if not isinstance(probs, torch.Tensor) or probs.dim() != 1 or not probs.is_floating_point():
-        raise TypeError("probs must be a 1-D floating-point tensor (V,) of probabilities")
-    if isinstance(p, bool) or not isinstance(p, int | float) or not 0 < p <= 1:
-        raise ValueError(f"p must be a number in (0, 1], got {p!r}")
-    if probs.numel() == 0 or not bool(torch.isfinite(probs).all()) or bool((probs < 0).any()) or probs.sum() <= 0:
-        raise ValueError("probs must be finite, non-negative probabilities with a positive sum")
-    if p == 1:
-        return probs / probs.sum()  # no cut (the cumulative sum below could round to 1 before the tail)
-    sorted_probs, order = torch.sort(probs, descending=True)
-    before = torch.cumsum(sorted_probs.double(), 0) - sorted_probs.double()  # mass ranked above each token
-    keep_sorted = before < p  # a token is needed while the ones above it do not reach p yet
-    keep = torch.zeros_like(keep_sorted).scatter(0, order, keep_sorted)
-    kept = torch.where(keep, probs, torch.zeros_like(probs))
-    return kept / kept.sum()
-
-
 def warp_stages(
     logits: torch.Tensor,
     *,
@@ -220,12 +119,12 @@ def warp_stages(
     """The next-token distribution after each sampling knob, in the order they are applied.
 
     ``logits`` (V,). Returns ``{stage: probs (V,)}`` for "model", "temperature", "top-k", "top-p" and
-    "min-p": each stage applies the knobs up to it with :func:`lmlab.decoding.warp_logits` (so the last
+    "min-p": each stage applies the knobs up to it with :func:`lmlab.generation.warp_logits` (so the last
     one is exactly what sampling draws from). A knob left at its neutral value leaves its stage unchanged.
     """
     if not isinstance(logits, torch.Tensor) or logits.dim() != 1:
         raise TypeError("logits must be a 1-D torch tensor (V,)")
-    _check_warp_options(temperature, top_k, top_p, min_p, 1.0)
+    check_warp_options(temperature, top_k, top_p, min_p, 1.0)
     if temperature == 0:
         raise ValueError("temperature must be > 0 here: 0 is greedy decoding, which has one token left")
     knobs: list[tuple[str, dict[str, Any]]] = [
@@ -242,67 +141,16 @@ def warp_stages(
     return stages
 
 
-@torch.inference_mode()
-def sample_batch(
-    model: nn.Module,
-    prompt_ids: Sequence[int] | torch.Tensor,
-    *,
-    num_samples: int,
-    max_new_tokens: int,
-    generator: torch.Generator | None = None,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    min_p: float | None = None,
-) -> torch.Tensor:
-    """``num_samples`` independent continuations of one prompt, drawn together: (num_samples, max_new_tokens).
-
-    The prompt is read once (:func:`lmlab.decoding.prefill`), its KV cache copied to every row, and each
-    step draws one token per row from the warped distribution (:func:`lmlab.decoding.warp_logits`). Only
-    the generated tokens are returned. ``temperature=0`` gives greedy decoding in every row.
-    """
-    _check_int("num_samples", num_samples, 1)
-    _check_count(max_new_tokens, minimum=1)
-    _check_warp_options(temperature, top_k, top_p, min_p, 1.0)
-    logits, state = prefill(model, prompt_ids, max_new_tokens=max_new_tokens)
-    state.reorder(torch.zeros(num_samples, dtype=torch.long, device=logits.device))  # copy the prompt's cache
-    logits = logits.expand(num_samples, -1)
-    out = torch.empty(num_samples, max_new_tokens, dtype=torch.long, device=logits.device)
-    for t in range(max_new_tokens):
-        scores = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
-        scores = _warp(scores, None, temperature, top_k, top_p, min_p, 1.0)  # (n, V)
-        out[:, t] = scores.argmax(-1) if temperature == 0 else sample_next_token(scores, generator)
-        if t + 1 < max_new_tokens:
-            logits = decode_one_token(state, out[:, t])
-    return out.cpu()
-
-
-def distinct_ngrams(sequences: Sequence[Sequence[int]] | torch.Tensor, n: int) -> float:
-    """Distinct-n (Li et al. 2016): distinct n-grams / all n-grams, pooled over ``sequences``.
-
-    1.0 means no n-gram occurs twice; text that repeats itself scores low. N-grams do not cross from one
-    sequence into the next. Returns 0.0 when no sequence has n tokens.
-    """
-    _check_int("n", n, 1)
-    if isinstance(sequences, torch.Tensor | np.ndarray):
-        sequences = sequences.tolist()
-    if any(not isinstance(row, Sequence | torch.Tensor | np.ndarray) or isinstance(row, str) for row in sequences):
-        raise TypeError("sequences must be a list of token-id lists (or a 2-D tensor), not one flat sequence")
-    rows = [row.tolist() if isinstance(row, torch.Tensor | np.ndarray) else list(row) for row in sequences]
-    grams = [tuple(row[i : i + n]) for row in rows for i in range(len(row) - n + 1)]
-    return len(set(grams)) / len(grams) if grams else 0.0
-
-
 # ---------------------------------------------------------------------------------------------- experiments
 @torch.inference_mode()
 def _logprob(model: nn.Module, tokens: list[int], P: int) -> float:
     """log p(tokens[P:] | tokens[:P]) under ``model`` (nats); the whole sequence must fit in one forward pass.
 
-    The log-softmax is taken in float64, as :func:`lmlab.decoding.exact_search` ranks continuations, so that
+    The log-softmax is taken in float64, as :func:`lmlab.generation.exact_search` ranks continuations, so that
     "less probable than exact search's answer" is not decided by float32 rounding
     (:func:`lmlab.likelihood.token_logprobs` keeps the logits' dtype).
     """
-    device = _device(model)
+    device = model_device(model)
     logp = torch.log_softmax(model(torch.tensor([tokens], device=device)).logits[0].double(), -1)  # (T, V)
     index = torch.arange(P - 1, len(tokens) - 1, device=device)
     return float(logp[index, torch.tensor(tokens[P:], device=device)].sum())
@@ -334,7 +182,7 @@ def beam_width_sweep(
     every hypothesis has ``max_new_tokens`` tokens. Cost = next-token distributions computed.
     """
     _check_source(source)
-    _check_count(max_new_tokens, minimum=1)
+    check_max_new_tokens(max_new_tokens, minimum=1)
     prompts = [list(p) for p in prompts]
     if not prompts:
         raise ValueError("prompts must hold at least one prompt")
@@ -342,7 +190,7 @@ def beam_width_sweep(
     optimum = [source.most_likely_continuation(p, max_new_tokens)[1] for p in prompts]
     rows = []
     for k in widths:
-        _check_int("width", k, 1)
+        check_int("width", k, 1)
         t0 = time.perf_counter()
         found, expansions = [], []
         for p in prompts:
@@ -382,17 +230,23 @@ def search_and_model_errors(
     """Greedy, beam search and exact search with ``model``, judged by the model and by the true ``source``.
 
     A **search error** is a decoder output that the model itself rates below the model's most probable
-    continuation (found by :func:`lmlab.decoding.exact_search`). A **model error** is when even that most
+    continuation (found by :func:`lmlab.generation.exact_search`). A **model error** is when even that most
     probable continuation is not the truth's (:meth:`MarkovSource.most_likely_continuation`): the "exact"
     row's ``true_optimum`` below 1 measures it. No EOS; every output has ``max_new_tokens`` tokens.
     """
     _check_source(source)
-    _check_count(max_new_tokens, minimum=1)
+    check_max_new_tokens(max_new_tokens, minimum=1)
     prompts = [list(p) for p in prompts]
     if not prompts:
         raise ValueError("prompts must hold at least one prompt")
-    model.eval()
+    with eval_mode(model, no_grad=False):
+        return _search_and_model_errors(model, source, prompts, max_new_tokens, beam_widths, max_expansions)
 
+
+def _search_and_model_errors(
+    model: nn.Module, source: MarkovSource, prompts: list[list[int]], max_new_tokens: int,
+    beam_widths: Sequence[int], max_expansions: int,
+) -> list[ErrorRow]:
     names = ["greedy", *(f"beam {k}" for k in beam_widths), "exact"]
     records: dict[str, list[tuple[float, float, bool, bool]]] = {n: [] for n in names}
     for p in prompts:
@@ -446,12 +300,10 @@ def length_study(
     ``logprob / length ** length_penalty`` (transformers' convention); sampling draws ``samples_per_prompt``
     outputs per prompt at temperature 1, seeded by ``seed``.
     """
-    from lmlab.decoding import sample
-
     prompts = [list(p) for p in prompts]
     if not prompts:
         raise ValueError("prompts must hold at least one prompt")
-    _check_count(max_new_tokens, minimum=1)
+    check_max_new_tokens(max_new_tokens, minimum=1)
     outputs: dict[str, list[tuple[int, float, bool]]] = {}
 
     def record(name: str, tokens: list[int], P: int, logprob: float) -> None:
@@ -503,7 +355,7 @@ def quality_diversity(
 
     Quality: the mean log-probability per generated token under the true ``source`` (higher: more typical
     of the language; the entropy rate's negative is what the source's own samples score on average).
-    Diversity: :func:`distinct_ngrams` of the samples. Each setting uses its own generator seeded with
+    Diversity: :func:`lmlab.generation.distinct_n` of the samples. Each setting uses its own generator seeded with
     ``seed``, so the rows are reproducible and independent of the order of ``settings``.
     """
     _check_source(source)
@@ -516,7 +368,7 @@ def quality_diversity(
                                **dict(options))  # fmt: skip
         full = np.concatenate([np.tile(prompt, (num_samples, 1)), samples.numpy()], axis=1)
         lp = source.token_logprobs(full)[:, P - 1 :]  # (num_samples, max_new_tokens)
-        rows.append(QualityRow(name, dict(options), float(lp.mean()), distinct_ngrams(samples, n)))
+        rows.append(QualityRow(name, dict(options), float(lp.mean()), distinct_n(samples, n)))
     return rows
 
 
@@ -538,7 +390,7 @@ class CacheTimingRow:
 def cache_timing(
     model: nn.Module, prompt_ids: Sequence[int], lengths: Sequence[int], *, repeats: int = 3
 ) -> list[CacheTimingRow]:
-    """Time :func:`lmlab.decoding.greedy` with ``use_cache`` True and False for each number of new tokens.
+    """Time :func:`lmlab.generation.greedy` with ``use_cache`` True and False for each number of new tokens.
 
     Also counts the tokens the model reads: with the cache, the prompt once and then one token per step;
     without it, the whole prefix every step (P + (P+1) + ... ), which grows with the square of the length.
@@ -546,11 +398,11 @@ def cache_timing(
     """
     prompt = [int(t) for t in prompt_ids]
     P = len(prompt)
-    _check_int("repeats", repeats, 1)
+    check_int("repeats", repeats, 1)
     window = getattr(model, "block_size", None)
     rows = []
     for n in lengths:
-        _check_int("length", n, 1)
+        check_int("length", n, 1)
         if window is not None and P + n > window:
             raise ValueError(f"prompt ({P}) + {n} new tokens do not fit in block_size {window}")
         ms = {}

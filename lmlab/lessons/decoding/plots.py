@@ -1,8 +1,8 @@
-"""Thin matplotlib pictures of lesson 02's experiments (the numbers come from :mod:`lmlab.decoding_lab`).
+"""Thin matplotlib pictures of lesson 02's experiments (the numbers come from :mod:`lmlab.lessons.decoding`).
 
 Every function draws on the ``ax`` (or ``axes``) it is given, or on a new figure, and returns what it drew
 on, so a notebook cell can combine them and tests can read back what was drawn. matplotlib is imported
-when a function is called. The search tree itself is drawn by :func:`lmlab.decoding.plot_search_tree`.
+when a function is called. The search tree itself is drawn by :func:`lmlab.generation.plot_search_tree`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmlab.decoding_lab import BeamWidthRow, CacheTimingRow, QualityRow
-from lmlab.plots import _axes
+from lmlab.lessons.decoding.experiments import BeamWidthRow, CacheTimingRow, QualityRow
+from lmlab.plots import new_axes
 
 __all__ = ["plot_warp_stages", "plot_draws", "plot_beam_sweep", "plot_quality_diversity", "plot_cache_timing"]
 
@@ -22,7 +22,7 @@ __all__ = ["plot_warp_stages", "plot_draws", "plot_beam_sweep", "plot_quality_di
 def plot_warp_stages(
     stages: Mapping[str, torch.Tensor], labels: Sequence[str], *, axes: Any = None, top: int = 12
 ) -> Any:
-    """One bar chart per stage of :func:`lmlab.decoding_lab.warp_stages`, tokens ranked by the first stage.
+    """One bar chart per stage of :func:`lmlab.lessons.decoding.warp_stages`, tokens ranked by the first stage.
 
     ``labels`` names the V tokens; only the ``top`` most probable under the first stage are drawn. Removed
     tokens (probability 0) are drawn as a grey tick. Returns the array of axes.
@@ -56,7 +56,7 @@ def plot_draws(
     probs: torch.Tensor, draws: torch.Tensor, labels: Sequence[str], *, ax: Any = None, top: int = 12
 ) -> Any:
     """Observed frequency of each token in ``draws`` (N,) next to the probability ``probs`` (V,) it was drawn from."""
-    ax = _axes(ax, (6.0, 2.6))
+    ax = new_axes(ax, (6.0, 2.6))
     V = probs.numel()
     order = torch.argsort(probs, descending=True, stable=True)[:top].tolist()
     counts = torch.bincount(draws.flatten(), minlength=V).double() / max(draws.numel(), 1)
@@ -104,7 +104,7 @@ def plot_quality_diversity(
     Rows whose setting names share a first word ("temperature 0.5", "temperature 1.0") are joined by a line.
     ``reference`` = (quality, diversity) of samples of the true source, drawn as a star.
     """
-    ax = _axes(ax, (6.5, 4.0))
+    ax = new_axes(ax, (6.5, 4.0))
     groups: dict[str, list[QualityRow]] = {}
     for r in rows:
         groups.setdefault(r.setting.split()[0], []).append(r)
@@ -124,7 +124,7 @@ def plot_quality_diversity(
 
 def plot_cache_timing(rows: Sequence[CacheTimingRow], *, ax: Any = None) -> Any:
     """Milliseconds per generated token against the number of new tokens, with and without the KV cache."""
-    ax = _axes(ax, (6.0, 3.4))
+    ax = new_axes(ax, (6.0, 3.4))
     n = [r.new_tokens for r in rows]
     ax.plot(n, [r.ms_per_token_cache for r in rows], "o-", label="with KV cache")
     ax.plot(n, [r.ms_per_token_no_cache for r in rows], "s-", label="without: re-read the prefix")

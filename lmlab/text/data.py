@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from lmlab.checks import check_int
 from lmlab.device import resolve_device
 from lmlab.fileio import atomic_open
-from lmlab.model import IGNORE_INDEX
-from lmlab.tokenizer import ByteTokenizer, CharTokenizer, Tokenizer, get_tokenizer
+from lmlab.lm import IGNORE_INDEX
+from lmlab.text.tokenizer import ByteTokenizer, CharTokenizer, Tokenizer, get_tokenizer
 
 __all__ = [
     "BUILTIN_CORPORA",
@@ -275,14 +276,6 @@ def _as_token_array(a: Any, name: str) -> np.ndarray:
     return a
 
 
-def _check_count(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an int, got {value!r} of type {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
-
-
 def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Move a CPU batch to ``device``; to CUDA through page-locked memory, asynchronously, when possible."""
     if device.type != "cuda":
@@ -318,7 +311,7 @@ class TokenData:
         *,
         num_chars: dict[str, int] | None = None,
     ) -> None:
-        self.vocab_size = _check_count("vocab_size", vocab_size)
+        self.vocab_size = check_int("vocab_size", vocab_size, 1)
         if tokenizer is not None and tokenizer.vocab_size > self.vocab_size:
             raise ValueError(f"tokenizer has {tokenizer.vocab_size} ids but vocab_size is {self.vocab_size}")
         self.train = _as_token_array(train, "train")
@@ -371,7 +364,7 @@ class TokenData:
         ``dtype`` defaults to uint16 when ``vocab_size <= 65536``, else uint32. Nothing is read until a
         batch needs it, so corpora larger than memory work.
         """
-        dt = _bin_dtype(dtype, _check_count("vocab_size", vocab_size))
+        dt = _bin_dtype(dtype, check_int("vocab_size", vocab_size, 1))
         return cls(_memmap(train_path, dt), _memmap(val_path, dt), vocab_size, tokenizer)
 
     # ------------------------------------------------------------------ sizes
@@ -415,8 +408,8 @@ class TokenData:
 
     def num_batches(self, split: str, batch_size: int, block_size: int) -> int:
         """Number of batches :meth:`iter_split` yields."""
-        windows = -(-(self.num_tokens(split) - 1) // _check_count("block_size", block_size))
-        return max(0, -(-windows // _check_count("batch_size", batch_size)))
+        windows = -(-(self.num_tokens(split) - 1) // check_int("block_size", block_size, 1))
+        return max(0, -(-windows // check_int("batch_size", batch_size, 1)))
 
     # ------------------------------------------------------------------ batches
     def get_batch(
@@ -434,7 +427,7 @@ class TokenData:
         Only the windows are read, so memory-mapped splits stay on disk.
         """
         arr = self._split(split)
-        B, T = _check_count("batch_size", batch_size), _check_count("block_size", block_size)
+        B, T = check_int("batch_size", batch_size, 1), check_int("block_size", block_size, 1)
         n = len(arr)
         if n < T + 1:
             raise ValueError(
@@ -461,7 +454,7 @@ class TokenData:
         may be shorter: its x is padded with 0 and its y with IGNORE_INDEX (-100), which the loss skips.
         """
         arr = self._split(split)
-        B, T = _check_count("batch_size", batch_size), _check_count("block_size", block_size)
+        B, T = check_int("batch_size", batch_size, 1), check_int("block_size", block_size, 1)
         if len(arr) < 2:
             raise ValueError(f"the {split} split has {len(arr)} tokens; evaluation needs at least 2")
         return self._windows(arr, split, B, T, resolve_device(device))  # errors above come at the call

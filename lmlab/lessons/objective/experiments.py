@@ -1,24 +1,23 @@
-"""What training maximises: reference implementations for lesson 01 ("The training objective").
+"""What training maximises: the experiments of lesson 01 ("The training objective").
 
 Each function is one idea of the lesson, small enough to read in a minute:
 
-- the probability of a text as a product of next-token probabilities, and why it is summed in log space
-  (:func:`sequence_log_prob`, :func:`product_of_probs`);
+- why the probability of a text is summed in log space (:func:`product_of_probs`);
 - the model as a probability distribution over the next token, and comparing models on one context
   (:func:`next_token_probs`, :func:`top_next_tokens`, :func:`compare_next_tokens`);
-- maximum likelihood for a bigram model, by counting (:func:`bigram_counts`, :func:`bigram_mle`) and by
-  gradient descent on a table of logits (:class:`BigramLM`, :func:`train_bigram`);
+- maximum likelihood for a bigram model by gradient descent on a table of logits (:func:`train_bigram`; the
+  count-based fit is :meth:`lmlab.models.BigramLM.from_counts`);
 - teacher forcing: every position's loss from one forward pass equals the loop over prefixes
   (:func:`position_losses`, :func:`prefix_losses`, :func:`future_token_effect`);
 - a tour of the GPT being trained (:func:`parameter_counts`, :func:`shape_trace`);
-- training on a language with a known distribution and the best loss a model can reach there
-  (:func:`markov_token_data`, :func:`conditional_entropies`, :func:`best_window_loss`);
+- the best loss a model can reach on a language with a known distribution (:func:`conditional_entropies`,
+  :func:`best_window_loss`);
 - short, seeded training runs for diagnosing a run (:func:`lr_sweep`, :func:`diagnose_run`) and padding
   sequences of different lengths for the dataset objective (:func:`pad_sequences`).
 
-Cross-entropy from logits is :func:`lmlab.likelihood.nll` (also exported there as
-``cross_entropy_from_logits``) and dialogue masks are :func:`lmlab.likelihood.dialogue_tokens`; this module
-reuses them rather than repeating them.
+Cross-entropy from logits is :func:`lmlab.likelihood.nll` and dialogue masks are
+:func:`lmlab.likelihood.dialogue_tokens`. The lesson's exercises (a text's log-probability, cross-entropy,
+the bigram MLE by counting, ...) are solved only in the instructor's notebook.
 
 Shapes: ``T`` tokens, ``B`` sequences, ``V`` vocabulary size, ``C`` channels.
 """
@@ -34,27 +33,24 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lmlab.data import TokenData
-from lmlab.model import GPT, GPTConfig, LMOutput, lm_loss
-from lmlab.synthetic import MarkovSource
+from lmlab.checks import as_ids, check_int, check_vocab, model_device
+from lmlab.lm import context_limit
+from lmlab.models import GPT, BigramLM, GPTConfig
+from lmlab.text.data import TokenData
+from lmlab.text.synthetic import MarkovSource
 from lmlab.train import Trainer
 
 __all__ = [
-    "sequence_log_prob",
     "product_of_probs",
     "next_token_probs",
     "top_next_tokens",
     "compare_next_tokens",
-    "bigram_counts",
-    "bigram_mle",
-    "BigramLM",
     "train_bigram",
     "position_losses",
     "prefix_losses",
     "future_token_effect",
     "parameter_counts",
     "shape_trace",
-    "markov_token_data",
     "conditional_entropies",
     "best_window_loss",
     "lr_sweep",
@@ -82,75 +78,23 @@ def _as_float64(values: Any, name: str) -> torch.Tensor:
     return t
 
 
-def _as_ids(ids: Any, name: str = "ids", dims: tuple[int, ...] = (1, 2)) -> torch.Tensor:
-    """An int64 CPU tensor of token ids from a list, an array or a tensor; 1-D or 2-D as ``dims`` allows."""
-    if isinstance(ids, str | bytes):
-        raise TypeError(f"{name} must be token ids, not a string; encode the text with a tokenizer first")
-    if isinstance(ids, torch.Tensor):
-        t = ids.detach().cpu()
-    else:
-        try:
-            arr = np.asarray(ids)
-            if arr.size == 0:
-                arr = arr.astype(np.int64)  # [] would otherwise be float64
-            t = torch.as_tensor(arr)
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"{name} must be a tensor or a sequence of ints, got {type(ids).__name__}") from err
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integer token ids, got dtype {t.dtype}")
-    if t.dim() not in dims:
-        raise ValueError(f"{name} must have {' or '.join(f'{d}-D' for d in dims)} shape, got {tuple(t.shape)}")
-    return t.long()
+def _ids(ids: Any, name: str = "ids", dims: tuple[int, ...] = (1, 2)) -> torch.Tensor:
+    return as_ids(ids, name, dims=dims).cpu()
 
 
-def _check_vocab(ids: torch.Tensor, vocab_size: Any, name: str = "ids") -> int:
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int | np.integer) or vocab_size < 1:
-        raise ValueError(f"vocab_size must be a positive int, got {vocab_size!r}")
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
-        bad = int(ids.min()) if int(ids.min()) < 0 else int(ids.max())
-        raise ValueError(f"{name} has token id {bad}, outside the vocabulary [0, {vocab_size})")
-    return int(vocab_size)
-
-
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
+def _vocab(ids: torch.Tensor, vocab_size: Any, name: str = "ids") -> int:
+    V = check_int("vocab_size", vocab_size, 1)
+    check_vocab(ids, V, name)
+    return V
 
 
 # ---------------------------------------------------------------------------------------------- chain rule
-def sequence_log_prob(probs: Any) -> float:
-    """log p(x_1..x_T) = sum_t log p(x_t | x_<t), in nats, from the T conditional probabilities.
-
-    The chain rule of probability writes the probability of a sequence as the product of each token's
-    probability given the tokens before it (Jurafsky & Martin, Speech and Language Processing, 3rd ed.
-    draft, ch. 3, "N-gram Language Models"); the logarithm turns that product into a sum, which does not
-    underflow. ``probs`` is a 1-D list, array or tensor with every entry in (0, 1]; an empty one gives 0.0
-    (the empty sequence is certain). The sum is exact to float64 rounding (``math.fsum``).
-    """
-    p = _as_float64(probs, "probs")
-    bad = ~((p > 0) & (p <= 1))  # also catches NaN
-    if bool(bad.any()):
-        i = int(bad.nonzero()[0])
-        raise ValueError(
-            f"probs[{i}] = {float(p[i])!r} is not a probability in (0, 1]; a token of the text cannot have "
-            "probability 0 (its log would be -inf) or more than 1"
-        )
-    return math.fsum(torch.log(p).tolist())
-
-
 def product_of_probs(probs: Any, dtype: torch.dtype = torch.float32) -> float:
     """The product of ``probs`` multiplied one by one in ``dtype``: what goes wrong without logs.
 
     In float32 the product of a few hundred typical next-token probabilities falls below the smallest
     positive number (about 1e-45) and becomes exactly 0.0; float64 lasts longer (about 1e-324) but fails
-    too. Compare with :func:`sequence_log_prob`.
+    too. Compare with the sum of their logarithms.
     """
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating-point torch dtype, got {dtype!r}")
@@ -168,17 +112,17 @@ def next_token_probs(model: nn.Module, context: Any) -> torch.Tensor:
     ``context`` is a 1-D sequence of at least one token id; only its last ``model.block_size`` tokens are
     read (a GPT cannot see further back). The model is used in eval mode without gradients and put back.
     """
-    ids = _as_ids(context, "context", dims=(1,))
+    ids = _ids(context, "context", dims=(1,))
     if ids.numel() == 0:
         raise ValueError("context is empty; give at least one token (the model predicts what follows it)")
-    block = getattr(model, "block_size", None)
+    block = context_limit(model)
     if block is not None:
         ids = ids[-block:]
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            out = model(ids.unsqueeze(0).to(_model_device(model)))
+            out = model(ids.unsqueeze(0).to(model_device(model)))
     finally:
         model.train(was_training)
     logits = out[0] if isinstance(out, tuple) else out
@@ -189,9 +133,9 @@ def top_next_tokens(model: nn.Module, tokenizer: Any, text: str, k: int = 10) ->
     """The ``k`` most likely next tokens after ``text`` as ``(token text, probability)``, most likely first.
 
     ``tokenizer`` has ``encode(str) -> list[int]`` and ``decode(list[int]) -> str`` (a CharTokenizer, or a
-    :class:`~lmlab.synthetic.MarkovSource`, whose tokens are words). Ties keep the lower token id first.
+    :class:`~lmlab.text.synthetic.MarkovSource`, whose tokens are words). Ties keep the lower token id first.
     """
-    k = _check_positive_int("k", k)
+    k = check_int("k", k, 1)
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     probs = next_token_probs(model, tokenizer.encode(text))
@@ -211,7 +155,7 @@ def compare_next_tokens(
     """
     if not isinstance(models, Mapping) or not models:
         raise TypeError("models must be a non-empty dict {name: model}")
-    k = _check_positive_int("k", k)
+    k = check_int("k", k, 1)
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     context = tokenizer.encode(text)
@@ -226,90 +170,6 @@ def compare_next_tokens(
 
 
 # ---------------------------------------------------------------------------------------------- bigram MLE
-def bigram_counts(ids: Any, vocab_size: int) -> torch.Tensor:
-    """counts (V, V) int64: ``counts[a, b]`` = number of positions t with ids[t] = a and ids[t + 1] = b.
-
-    ``ids`` is one sequence (T,) or a batch of independent sequences (B, T); pairs never cross rows.
-    """
-    x = _as_ids(ids)
-    V = _check_vocab(x, vocab_size)
-    x = x if x.dim() == 2 else x.unsqueeze(0)
-    pairs = x[:, :-1] * V + x[:, 1:]  # (B, T-1) index of each (previous, next) pair in the flat table
-    return torch.bincount(pairs.reshape(-1), minlength=V * V).view(V, V)
-
-
-def bigram_mle(ids: Any, vocab_size: int, *, smoothing: float = 0.0) -> torch.Tensor:
-    """Maximum-likelihood bigram probabilities P (V, V) float64, ``P[a, b] = p(next = b | previous = a)``.
-
-    ``P[a, b] = (count(a, b) + k) / (count(a) + k V)`` with add-k smoothing ``k = smoothing >= 0``
-    (Jurafsky & Martin, SLP3 draft, ch. 3: the bigram MLE is the relative frequency, and add-k smoothing
-    adds k to every count). With k = 0 this is the relative frequency, the maximiser of the likelihood of
-    ``ids``. A context ``a`` that is never followed by anything has no data, so its row is uniform (1/V),
-    which is also the k -> 0 limit of add-k smoothing. Every row sums to 1.
-    """
-    if isinstance(smoothing, bool) or not isinstance(smoothing, int | float) or not smoothing >= 0:
-        raise ValueError(f"smoothing must be a number >= 0, got {smoothing!r}")
-    if not math.isfinite(smoothing):
-        raise ValueError(f"smoothing must be finite, got {smoothing!r}")
-    counts = bigram_counts(ids, vocab_size).double() + smoothing
-    V = counts.shape[0]
-    totals = counts.sum(dim=1, keepdim=True)  # (V, 1)
-    uniform = torch.full_like(counts, 1.0 / V)
-    return torch.where(totals > 0, counts / totals.clamp_min(1e-300), uniform)
-
-
-class BigramLM(nn.Module):
-    """A bigram language model: one learned row of V logits per previous token, a (V, V) table.
-
-    ``model(idx)`` maps (B, T) ids to ``LMOutput(logits (B, T, V), loss)``: the logits at position t are the
-    row of token ``idx[:, t]`` and score the token at t + 1. It follows lmlab's model interface, so
-    :func:`lmlab.likelihood.evaluate_text` and friends score it like a GPT. ``block_size`` is None (a
-    bigram model reads only the previous token, whatever the length). The logits start at zero, which is
-    the uniform distribution.
-    """
-
-    def __init__(self, vocab_size: int) -> None:
-        super().__init__()
-        self.vocab_size = _check_positive_int("vocab_size", vocab_size)
-        self.block_size = None
-        self.logits = nn.Parameter(torch.zeros(self.vocab_size, self.vocab_size))  # (V, V)
-
-    @classmethod
-    def from_probs(cls, probs: torch.Tensor) -> BigramLM:
-        """A model whose next-token distributions are the rows of ``probs`` (V, V); logits = log probs.
-
-        A probability of 0 becomes a logit of -inf: the model then calls that token impossible, and a text
-        that contains it gets log-probability -inf (infinite loss). Use it for scoring, not for training.
-        """
-        if not isinstance(probs, torch.Tensor) or probs.dim() != 2 or probs.shape[0] != probs.shape[1]:
-            raise ValueError("probs must be a square (V, V) tensor of probabilities")
-        if bool((probs < 0).any()) or not torch.allclose(probs.sum(1).double(), torch.ones(len(probs)).double()):
-            raise ValueError("every row of probs must be a probability distribution (>= 0, summing to 1)")
-        model = cls(probs.shape[0])
-        with torch.no_grad():
-            model.logits.copy_(torch.log(probs.double()).float())  # log 0 = -inf: impossible
-        return model
-
-    def probs(self) -> torch.Tensor:
-        """The model's bigram table softmax(logits) (V, V), without gradients."""
-        return F.softmax(self.logits.detach(), dim=-1)
-
-    def forward(
-        self,
-        idx: torch.Tensor,
-        targets: torch.Tensor | None = None,
-        *,
-        loss_mask: torch.Tensor | None = None,
-        reduction: str = "mean",
-    ) -> LMOutput:
-        """idx (B, T) -> LMOutput(logits (B, T, V), cross-entropy loss against targets (B, T) if given)."""
-        idx = _as_ids(idx, "idx", dims=(2,)).to(self.logits.device)
-        _check_vocab(idx, self.vocab_size, "idx")
-        logits = self.logits[idx]  # (B, T, V): row of the previous token
-        loss = None if targets is None else lm_loss(logits, targets, loss_mask=loss_mask, reduction=reduction)
-        return LMOutput(logits, loss)
-
-
 def train_bigram(
     ids: Any,
     vocab_size: int,
@@ -325,13 +185,13 @@ def train_bigram(
     logits start at 0). One step is the usual training iteration: forward (logits), loss, zero_grad,
     backward, step. ``optimizer``: "adam" (Adam, Kingma & Ba 2015) or "sgd" (plain gradient descent).
     ``losses[i]`` is the loss before update i. ``callback(step, loss)`` is called after each step.
-    At the optimum the model's rows equal :func:`bigram_mle` (the likelihood is concave in the logits
-    of each row, so gradient descent finds the maximum; rows of unseen contexts get no gradient and
-    stay uniform, as in :func:`bigram_mle`).
+    At the optimum the model's rows equal the relative frequencies (:meth:`BigramLM.from_counts`): the
+    likelihood is concave in the logits of each row, so gradient descent finds the maximum; rows of unseen
+    contexts get no gradient and stay uniform, as there.
     """
-    x = _as_ids(ids, dims=(1,))
-    V = _check_vocab(x, vocab_size)
-    steps = _check_positive_int("steps", steps)
+    x = _ids(ids, dims=(1,))
+    V = _vocab(x, vocab_size)
+    steps = check_int("steps", steps, 1)
     if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     if x.numel() < 2:
@@ -357,13 +217,13 @@ def train_bigram(
 
 # ---------------------------------------------------------------------------------------------- teacher forcing
 def _scoring(model: nn.Module, ids: Any) -> torch.Tensor:
-    x = _as_ids(ids, dims=(1,))
+    x = _ids(ids, dims=(1,))
     if x.numel() < 2:
         raise ValueError("ids needs at least 2 tokens: the first is context, the others are predicted")
-    block = getattr(model, "block_size", None)
+    block = context_limit(model)
     if block is not None and x.numel() - 1 > block:
         raise ValueError(f"ids has {x.numel()} tokens; at most block_size + 1 = {block + 1} fit in one pass")
-    return x.to(_model_device(model))
+    return x.to(model_device(model))
 
 
 @torch.no_grad()
@@ -412,7 +272,7 @@ def future_token_effect(model: nn.Module, ids: Any, position: int, new_token: in
     ``position`` cannot see it, so their entries are exactly 0. ``new_token`` defaults to
     (ids[position] + 1) mod V.
     """
-    x = _as_ids(ids, dims=(1,)).to(_model_device(model))
+    x = _ids(ids, dims=(1,)).to(model_device(model))
     T = x.numel()
     if isinstance(position, bool) or not isinstance(position, int) or not 0 <= position < T:
         raise ValueError(f"position must be an int in [0, {T}), got {position!r}")
@@ -434,7 +294,7 @@ def future_token_effect(model: nn.Module, ids: Any, position: int, new_token: in
 
 # ---------------------------------------------------------------------------------------------- model tour
 def parameter_counts(model: GPT) -> dict[str, int]:
-    """Parameters of a :class:`~lmlab.model.GPT` by part; the values add up to ``model.num_params(False)``.
+    """Parameters of a :class:`~lmlab.models.GPT` by part; the values add up to ``model.num_params(False)``.
 
     Parts: "token embedding" (wte, V x C), "position embedding" (wpe, block_size x C), "attention" and
     "MLP" (all blocks together), "layer norms" (every LayerNorm), "output head" (0 when tied to the
@@ -494,22 +354,6 @@ def shape_trace(model: GPT, idx: torch.Tensor) -> list[tuple[str, tuple[int, ...
 
 
 # ---------------------------------------------------------------------------------------------- known language
-def markov_token_data(source: MarkovSource, n_train: int, n_val: int, *, seed: int = 0) -> TokenData:
-    """Train and val splits sampled from ``source``: two independent stretches of its stationary process.
-
-    ``seed`` fixes both (train from ``seed``, val from ``seed + 1``). The tokens are the source's word ids,
-    so ``TokenData.vocab_size`` is ``source.vocab_size`` and there is no character count.
-    """
-    if not isinstance(source, MarkovSource):
-        raise TypeError(f"source must be a MarkovSource, got {type(source).__name__}")
-    n_train, n_val = _check_positive_int("n_train", n_train), _check_positive_int("n_val", n_val)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-    train = source.sample(n_train, generator=seed)
-    val = source.sample(n_val, generator=seed + 1)
-    return TokenData(train, val, source.vocab_size)
-
-
 def _entropy(p: np.ndarray) -> float:
     p = p[p > 0]
     return float(-(p * np.log(p)).sum())
@@ -525,7 +369,7 @@ def conditional_entropies(source: MarkovSource, n: int) -> np.ndarray:
     """
     if not isinstance(source, MarkovSource):
         raise TypeError(f"source must be a MarkovSource, got {type(source).__name__}")
-    n = _check_positive_int("n", n)
+    n = check_int("n", n, 1)
     V, k = source.vocab_size, source.order
     pi = source.stationary_distribution().reshape((V,) * k)  # joint of k consecutive tokens
     joint_h = [0.0]  # H(X_0..X_{m-1}) for m = 0..k
@@ -543,7 +387,7 @@ def best_window_loss(source: MarkovSource, block_size: int) -> float:
     (:func:`conditional_entropies`). For an order-1 source it is the entropy rate; for higher orders it
     is a little above it, because the first targets of a window have less context than the order.
     """
-    T = _check_positive_int("block_size", block_size)
+    T = check_int("block_size", block_size, 1)
     return float(conditional_entropies(source, T + 1)[1:].mean())
 
 
@@ -572,7 +416,7 @@ def lr_sweep(
     for lr in lrs:
         if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
             raise ValueError(f"every learning rate must be a positive number, got {lr!r}")
-    steps = _check_positive_int("steps", steps)
+    steps = check_int("steps", steps, 1)
     if config is None:
         config = GPTConfig.preset("micro", vocab_size=data.vocab_size, block_size=32)
     results: dict[float, list[float]] = {}
@@ -625,7 +469,7 @@ def pad_sequences(seqs: Sequence[Any], pad: int = 0) -> tuple[torch.Tensor, torc
     True on real tokens. Use the mask so that padding is never scored."""
     if isinstance(seqs, str | bytes) or not isinstance(seqs, Sequence) or len(seqs) == 0:
         raise ValueError("seqs must be a non-empty list of token-id sequences")
-    rows = [_as_ids(s, f"seqs[{i}]", dims=(1,)) for i, s in enumerate(seqs)]
+    rows = [_ids(s, f"seqs[{i}]", dims=(1,)) for i, s in enumerate(seqs)]
     T = max(r.numel() for r in rows)
     if T == 0:
         raise ValueError("every sequence is empty")

@@ -26,9 +26,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from lmlab.model import LMOutput, lm_loss
+from lmlab.checks import as_generator, check_int
+from lmlab.lm import LMOutput, lm_loss
+from lmlab.text.data import TokenData
 
-__all__ = ["MarkovSource", "MarkovLM", "syllable_words", "MAX_TABLE_ENTRIES"]
+__all__ = ["MarkovSource", "MarkovLM", "markov_token_data", "syllable_words", "MAX_TABLE_ENTRIES"]
 
 MAX_TABLE_ENTRIES = 2**22  # V**(order+1) transition probabilities at most: 32 MiB of float64
 UNITS = ("nats", "bits")
@@ -54,22 +56,6 @@ def syllable_words(n: int) -> list[str]:
             parts.append(syllables[r])
         words.append("".join(reversed(parts)))
     return words
-
-
-def _positive_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _generator(generator: torch.Generator | int | None) -> torch.Generator | None:
-    if generator is None or isinstance(generator, torch.Generator):
-        return generator
-    if isinstance(generator, bool) or not isinstance(generator, int):
-        raise TypeError(
-            f"generator must be None, a torch.Generator or an int seed, got {type(generator).__name__}"
-        )
-    return torch.Generator().manual_seed(generator)
 
 
 class MarkovSource:
@@ -103,9 +89,9 @@ class MarkovSource:
         support: int | None = None,
         words: Sequence[str] | None = None,
     ) -> None:
-        V = _positive_int("vocab_size", vocab_size, 2)
-        k = _positive_int("order", order, 1)
-        seed = _positive_int("seed", seed, 0)
+        V = check_int("vocab_size", vocab_size, 2)
+        k = check_int("order", order, 1)
+        seed = check_int("seed", seed, 0)
         if V ** (k + 1) > MAX_TABLE_ENTRIES:
             raise ValueError(
                 f"vocab_size**(order+1) = {V}**{k + 1} transition probabilities is more than the limit "
@@ -118,7 +104,7 @@ class MarkovSource:
         if not (isinstance(epsilon, int | float) and 0 < epsilon <= 1):
             raise ValueError(f"epsilon must be in (0, 1] so that the chain is ergodic, got {epsilon!r}")
         if support is not None:
-            support = _positive_int("support", support, 1)
+            support = check_int("support", support, 1)
             if support > V:
                 raise ValueError(f"support must be at most vocab_size {V}, got {support}")
         words = syllable_words(V) if words is None else list(words)
@@ -317,7 +303,7 @@ class MarkovSource:
         distribution. Ties (equal floating-point values) go to the lowest token id at the first position
         where optimal continuations differ, i.e. the lexicographically smallest one.
         """
-        n = _positive_int("n", n, 0)
+        n = check_int("n", n, 0)
         pre = self._as_ids(prefix, "prefix")
         V, k, L = self._V, self._k, len(pre)
         ctx_len = [min(L + j, k) for j in range(n + 1)]  # context length used for continuation token j
@@ -348,9 +334,9 @@ class MarkovSource:
         ``generator``: a torch.Generator, an int seed, or None for torch's global generator; the same seed
         gives the same tokens. Sampling is by inverse CDF on float64 uniforms from ``torch.rand``.
         """
-        n = _positive_int("n_tokens", n_tokens, 0)
-        B = 1 if batch_size is None else _positive_int("batch_size", batch_size, 1)
-        g = _generator(generator)
+        n = check_int("n_tokens", n_tokens, 0)
+        B = 1 if batch_size is None else check_int("batch_size", batch_size, 1)
+        g = as_generator(generator)
         device = g.device if g is not None else torch.device("cpu")
         u = torch.rand((B, n), generator=g, dtype=torch.float64, device=device).cpu().numpy()
         cdfs = [np.cumsum(c, axis=1) for c in self._cond]
@@ -395,7 +381,7 @@ class MarkovSource:
         self, n_tokens: int, generator: torch.Generator | int | None = None, words_per_line: int = 12
     ) -> str:
         """``n_tokens`` sampled words as text: spaces between words, a newline every ``words_per_line``."""
-        per_line = _positive_int("words_per_line", words_per_line, 1)
+        per_line = check_int("words_per_line", words_per_line, 1)
         ids = self.sample(n_tokens, generator).tolist()
         lines = [self.decode(ids[i : i + per_line]) for i in range(0, len(ids), per_line)]
         return "\n".join(lines)
@@ -410,8 +396,10 @@ class MarkovLM(nn.Module):
 
     ``logits[:, t] = log p(x_{t+1} | x_0..x_t)`` exactly (already normalised, so log_softmax leaves them
     unchanged); for t < order - 1 the conditional of the stationary marginal of the first t + 1 tokens.
-    ``block_size`` is None: any length can be read. The tables are buffers, so ``.to(device)`` works.
+    ``context_limit`` is None: any length can be read. The tables are buffers, so ``.to(device)`` works.
     """
+
+    context_limit = None  # any length
 
     def __init__(self, source: MarkovSource, dtype: torch.dtype = torch.float64) -> None:
         super().__init__()
@@ -420,7 +408,6 @@ class MarkovLM(nn.Module):
         if not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
         self.source = source
-        self.block_size = None  # unlimited context
         self.vocab_size = source.vocab_size
         self.order = source.order
         for m, table in enumerate(source._logcond):
@@ -463,3 +450,18 @@ class MarkovLM(nn.Module):
         m = ids.shape[-1]
         powers = self.vocab_size ** torch.arange(m - 1, -1, -1, device=ids.device, dtype=torch.long)
         return (ids * powers).sum(-1)
+
+
+def markov_token_data(source: MarkovSource, n_train: int, n_val: int, *, seed: int = 0) -> TokenData:
+    """Train and val splits sampled from ``source``: two independent stretches of its stationary process.
+
+    ``seed`` fixes both (train from ``seed``, val from ``seed + 1``). The tokens are the source's word ids,
+    so ``TokenData.vocab_size`` is ``source.vocab_size`` and there is no character count.
+    """
+    if not isinstance(source, MarkovSource):
+        raise TypeError(f"source must be a MarkovSource, got {type(source).__name__}")
+    n_train, n_val = check_int("n_train", n_train, 1), check_int("n_val", n_val, 1)
+    seed = check_int("seed", seed, 0)
+    train = source.sample(n_train, generator=seed)
+    val = source.sample(n_val, generator=seed + 1)
+    return TokenData(train, val, source.vocab_size)

@@ -1,0 +1,18 @@
+"""Language models: the GPT (:mod:`lmlab.models.gpt`), a bigram table (:mod:`lmlab.models.bigram`), and the
+decoding state they keep between generation steps (:mod:`lmlab.models.cache`)."""
+
+from lmlab.models.bigram import BigramLM, bigram_counts
+from lmlab.models.cache import DecodeCache, KVCache
+from lmlab.models.gpt import ATTENTION_IMPLS, ATTENTION_KINDS, GPT, PRESETS, GPTConfig
+
+__all__ = [
+    "GPT",
+    "GPTConfig",
+    "PRESETS",
+    "ATTENTION_KINDS",
+    "ATTENTION_IMPLS",
+    "BigramLM",
+    "bigram_counts",
+    "DecodeCache",
+    "KVCache",
+]

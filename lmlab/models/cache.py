@@ -1,0 +1,131 @@
+"""Decoding state: what a model keeps between generation steps, behind one small protocol.
+
+The generation engine (:mod:`lmlab.generation.engine`) reads a prompt once (prefill) and then feeds one
+token at a time. What the model remembers in between depends on the model:
+
+- full attention keeps every key and value (:class:`KVCache`): memory grows with the length, and the state
+  can be cut back to any earlier position (``crop``);
+- a sliding-window attention keeps only the last ``window`` keys and values: bounded memory;
+- linear attention and recurrent networks keep a state of fixed size that summarises the whole prefix: it
+  cannot be cut back by position, only saved and restored whole.
+
+:class:`DecodeCache` is what the engine relies on, so that all three fit: ``length`` (tokens consumed),
+``batch_size``, ``capacity`` (the most tokens it can take, None for no limit), ``reorder(index)`` (select
+rows: beams, or one prompt copied to many samples), ``snapshot()`` / ``restore(snapshot)`` (go back to a
+saved point: search), and ``can_crop`` with ``crop(length)`` for the caches that can cut back cheaply.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+__all__ = ["DecodeCache", "KVCache"]
+
+
+@runtime_checkable
+class DecodeCache(Protocol):
+    """What generation needs from a model's decoding state (a structural type)."""
+
+    length: int  # tokens consumed so far, per row
+
+    @property
+    def batch_size(self) -> int: ...
+
+    @property
+    def capacity(self) -> int | None:
+        """The most tokens this cache can take in all; None: no limit (bounded or fixed-size state)."""
+        ...
+
+    @property
+    def can_crop(self) -> bool: ...
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep rows ``index`` (1-D long tensor), in that order; rows may repeat."""
+        ...
+
+    def crop(self, length: int) -> None:
+        """Forget every token from ``length`` on (only where ``can_crop``)."""
+        ...
+
+    def snapshot(self) -> Any:
+        """An opaque record of the current state, for :meth:`restore`."""
+        ...
+
+    def restore(self, snapshot: Any) -> None:
+        """Return to the state recorded by :meth:`snapshot` (same rows)."""
+        ...
+
+
+class KVCache:
+    """Keys and values of the tokens seen so far, for incremental decoding with full attention.
+
+    Storage is preallocated per layer as ``(B, nh, max_len, hs)``; ``length`` says how many positions are
+    filled. Reusing the keys and values of earlier tokens makes each new token cost O(S) attention work
+    instead of re-running the whole prefix. Writes only ever go to positions >= ``length``, so a snapshot is
+    just the length, and restoring it is a crop.
+    """
+
+    def __init__(
+        self,
+        n_layer: int,
+        n_head: int,
+        head_size: int,
+        batch_size: int,
+        max_len: int,
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if batch_size < 1 or max_len < 1:
+            raise ValueError(f"batch_size and max_len must be >= 1, got {batch_size} and {max_len}")
+        shape = (batch_size, n_head, max_len, head_size)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.length = 0  # positions filled so far
+        self.max_len = max_len
+
+    @property
+    def batch_size(self) -> int:
+        return self.k[0].shape[0]
+
+    @property
+    def capacity(self) -> int:
+        return self.max_len
+
+    @property
+    def can_crop(self) -> bool:
+        return True
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store new keys/values (B, nh, T, hs) at positions ``length..length+T`` of ``layer``.
+
+        Returns all keys and values so far, (B, nh, S, hs) with S = length + T. ``length`` itself is
+        advanced by :meth:`advance` once every layer has been updated.
+        """
+        T = k.shape[2]
+        start = self.length
+        self.k[layer][:, :, start : start + T] = k
+        self.v[layer][:, :, start : start + T] = v
+        return self.k[layer][:, :, : start + T], self.v[layer][:, :, : start + T]
+
+    def advance(self, n: int) -> None:
+        self.length += n
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Select batch rows by ``index`` (1-D long tensor): reorders beams, or expands one prompt to many."""
+        self.k = [k.index_select(0, index) for k in self.k]
+        self.v = [v.index_select(0, index) for v in self.v]
+
+    def crop(self, length: int) -> None:
+        """Forget every position from ``length`` on."""
+        if not 0 <= length <= self.length:
+            raise ValueError(f"crop length must be in [0, {self.length}], got {length}")
+        self.length = length
+
+    def snapshot(self) -> int:
+        return self.length
+
+    def restore(self, snapshot: int) -> None:
+        self.crop(snapshot)

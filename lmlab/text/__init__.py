@@ -1,0 +1,18 @@
+"""Text to token ids: tokenizers (:mod:`lmlab.text.tokenizer`), corpora and token data (:mod:`lmlab.text.data`),
+and languages whose true distribution is known (:mod:`lmlab.text.synthetic`)."""
+
+from lmlab.text.data import TokenData, load_corpus, load_data
+from lmlab.text.synthetic import MarkovSource, markov_token_data
+from lmlab.text.tokenizer import ByteTokenizer, CharTokenizer, get_tokenizer, load_tokenizer
+
+__all__ = [
+    "ByteTokenizer",
+    "CharTokenizer",
+    "get_tokenizer",
+    "load_tokenizer",
+    "TokenData",
+    "load_corpus",
+    "load_data",
+    "MarkovSource",
+    "markov_token_data",
+]
