@@ -366,8 +366,9 @@ def exact_search(
     errors.
 
     Each expansion runs the model once (the prompt is prefilled once; a prefix re-reads only its generated
-    tokens from the prompt's saved decoding state: ``snapshot``/``restore`` of the cache protocol). If more than ``max_expansions`` are needed,
-    :class:`SearchBudgetExceeded` says how many were made. ``return_tree=False`` returns the hypothesis alone.
+    tokens from the prompt's saved decoding state: ``snapshot``/``restore`` of the cache protocol). If more
+    than ``max_expansions`` are needed, :class:`SearchBudgetExceeded` says how many were made.
+    ``return_tree=False`` returns the hypothesis alone.
     """
     check_max_new_tokens(max_new_tokens)
     check_eos(eos_token_id, model)
