@@ -242,3 +242,57 @@ def test_the_model_compiles_as_one_graph_on_the_cpu():
     torch.testing.assert_close(out.loss, eager.loss, atol=1e-5, rtol=1e-5)
     out.loss.backward()
     assert model.transformer.wte.weight.grad is not None
+
+
+# ---------------------------------------------------------------------------------------------- one loop for all
+@pytest.fixture(scope="module")
+def micro_gpt() -> GPT:
+    torch.manual_seed(1)
+    return GPT(GPTConfig.preset("micro", vocab_size=12, block_size=16)).eval()
+
+
+def test_one_sample_row_is_sample(micro_gpt):
+    """sample is one row of sample_batch: the same draws from the same generator."""
+    for seed, opts in [(0, {}), (1, {"top_k": 4}), (2, {"repetition_penalty": 1.3, "temperature": 0.7})]:
+        one = sample_batch(micro_gpt, [1, 2], num_samples=1, max_new_tokens=30,
+                           generator=torch.Generator().manual_seed(seed), **opts)  # fmt: skip
+        ref = sample(micro_gpt, [1, 2], max_new_tokens=30, generator=torch.Generator().manual_seed(seed), **opts)
+        assert one[0].tolist() == ref[2:]
+
+
+def test_sample_batch_rows_stop_at_eos_and_repeat_it(micro_gpt):
+    rows = sample_batch(micro_gpt, [3], num_samples=40, max_new_tokens=25, eos_token_id=0,
+                        generator=torch.Generator().manual_seed(0), temperature=1.5)  # fmt: skip
+    assert rows.shape[0] == 40 and 1 <= rows.shape[1] <= 25
+    ended = 0
+    for row in rows.tolist():
+        if 0 in row:
+            ended += 1
+            first = row.index(0)
+            assert all(t == 0 for t in row[first:]), row  # after its EOS a row only repeats it
+    assert ended > 0
+    if rows.shape[1] < 25:  # cut early only when every row had finished
+        assert ended == 40
+
+
+def test_sample_batch_penalises_each_rows_own_history(micro_gpt):
+    """With a repetition penalty each row is penalised for its own tokens, as sample penalises its one row."""
+    g = torch.Generator().manual_seed(0)
+    rows = sample_batch(micro_gpt, [1], num_samples=3, max_new_tokens=12, generator=g, temperature=0,
+                        repetition_penalty=5.0)  # fmt: skip
+    # temperature 0 is deterministic: every row is the greedy path with the penalty on its own history
+    ref = sample(micro_gpt, [1], max_new_tokens=12, temperature=0, repetition_penalty=5.0)
+    assert rows.tolist() == [ref[1:]] * 3
+    assert len(set(ref[1:])) > 3  # a strong penalty keeps the path from repeating one token
+
+
+def test_recording_a_tree_changes_no_output(micro_gpt):
+    for k in (1, 3):
+        plain = beam_search(micro_gpt, [4, 5], num_beams=k, max_new_tokens=10, eos_token_id=0, num_return_sequences=k)
+        recorded, tree = beam_search(micro_gpt, [4, 5], num_beams=k, max_new_tokens=10, eos_token_id=0,
+                                     num_return_sequences=k, return_tree=True)  # fmt: skip
+        assert plain == recorded
+        assert [tree.nodes[i].tokens for i in tree.results] == [tuple(h.tokens[2:]) for h in plain]
+    tokens, tree = greedy(micro_gpt, [4, 5], max_new_tokens=10, return_tree=True)
+    assert tokens == greedy(micro_gpt, [4, 5], max_new_tokens=10)
+    assert tree.expansions == 10 and tree.nodes[tree.results[0]].tokens == tuple(tokens[2:])

@@ -15,7 +15,7 @@ Shapes: ``B`` rows, ``P`` prompt tokens, ``L`` tokens so far, ``V`` vocabulary s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,16 @@ import torch
 from lmlab.checks import check_int, check_vocab, is_int, model_device
 from lmlab.lm import context_limit
 
-__all__ = ["DecodeState", "start", "as_prompt", "check_max_new_tokens", "check_eos", "prefill", "decode_one_token"]
+__all__ = [
+    "DecodeState",
+    "start",
+    "decode_loop",
+    "as_prompt",
+    "check_max_new_tokens",
+    "check_eos",
+    "prefill",
+    "decode_one_token",
+]
 
 
 def _vocab_size(model: Any) -> int | None:
@@ -164,3 +173,42 @@ def decode_one_token(state: DecodeState, tokens: torch.Tensor) -> torch.Tensor:
         shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
         raise ValueError(f"tokens must be a tensor of shape ({state.batch_size},), one per row, got {shape}")
     return state.feed(tokens)
+
+
+def decode_loop(
+    logits: torch.Tensor,
+    state: DecodeState,
+    max_new_tokens: int,
+    choose: Callable[[torch.Tensor, DecodeState], torch.Tensor],
+    *,
+    eos_token_id: int | None = None,
+    on_step: Callable[[torch.Tensor, torch.Tensor, bool], None] | None = None,
+) -> DecodeState:
+    """The one token-by-token loop that greedy decoding and sampling share.
+
+    ``logits`` (B, V) are the next-token logits after ``state`` (from :func:`start` or :func:`prefill`). At
+    each of at most ``max_new_tokens`` steps ``choose(logits, state)`` picks one token per row (B,), the
+    token is appended and, unless it was the last step, fed to the model. A row that produced
+    ``eos_token_id`` is finished: it repeats the EOS token from then on, and the loop stops when every row
+    is finished. ``on_step(logits, tokens, final)`` (a search-tree recorder, say) sees each step before
+    it is applied; ``final`` is True at the step after which the loop stops. Returns the state: its
+    ``ids[:, :length]`` hold every row's prompt and generated tokens.
+    """
+    finished: torch.Tensor | None = None  # (B,) bool, rows that have produced the EOS token
+    for i in range(max_new_tokens):
+        tokens = choose(logits, state)  # (B,)
+        final = i == max_new_tokens - 1
+        if eos_token_id is not None:
+            is_eos = tokens == eos_token_id
+            if finished is not None:
+                tokens = torch.where(finished, torch.full_like(tokens, eos_token_id), tokens)
+                is_eos = is_eos | finished
+            finished = is_eos
+            final = final or bool(finished.all())  # one host sync per step, only when there is an EOS token
+        if on_step is not None:
+            on_step(logits, tokens, final)
+        if final:
+            state.append(tokens)
+            break
+        logits = state.feed(tokens)
+    return state

@@ -28,8 +28,8 @@ from collections.abc import Callable, Sequence
 import torch
 
 from lmlab.checks import check_int, is_int, is_number
-from lmlab.generation.engine import DecodeState, as_prompt, check_eos, check_max_new_tokens, prefill, start
-from lmlab.generation.tree import Hypothesis, SearchBudgetExceeded, SearchTree
+from lmlab.generation.engine import DecodeState, as_prompt, check_eos, check_max_new_tokens, decode_loop, start
+from lmlab.generation.tree import Hypothesis, SearchBudgetExceeded, SearchTree, TreeRecorder
 from lmlab.generation.warp import apply_warp, check_warp_options, sample_next_token
 
 __all__ = ["greedy", "sample", "sample_batch", "beam_search", "exact_search"]
@@ -40,67 +40,48 @@ NEG_INF = float("-inf")
 
 
 # ---------------------------------------------------------------------------------------------- greedy, sample
-def _generate(
-    model: torch.nn.Module,
-    prompt_ids: Sequence[int] | torch.Tensor,
-    max_new_tokens: int,
-    eos_token_id: int | None,
-    choose: Callable[[torch.Tensor, DecodeState], torch.Tensor],
-    use_cache: bool,
-) -> list[int]:
-    """Prompt + up to ``max_new_tokens`` tokens, each picked by ``choose(logits (1, V), state) -> (1,)``."""
-    check_max_new_tokens(max_new_tokens)
-    check_eos(eos_token_id, model)
-    prompt = as_prompt(prompt_ids, model)
-    if max_new_tokens == 0:
-        return prompt.tolist()
-    logits, state = start(model, prompt, prompt.numel() + max_new_tokens, use_cache)
-    for i in range(max_new_tokens):
-        token = choose(logits, state)  # (1,)
-        if i == max_new_tokens - 1 or (eos_token_id is not None and int(token) == eos_token_id):
-            state.append(token)
-            break
-        logits = state.feed(token)
-    return state.tokens()
-
-
 def _greedy_choice(logits: torch.Tensor, state: DecodeState) -> torch.Tensor:
     return logits.argmax(dim=-1)  # ties go to the lowest id, as torch.argmax and transformers do
 
 
-def _greedy_tree(
-    model: torch.nn.Module, prompt: torch.Tensor, max_new_tokens: int, eos_token_id: int | None, use_cache: bool,
-    length_penalty: float,
-) -> tuple[list[int], float, SearchTree]:
-    """Greedy decoding that also records, at each step, the chosen token and the runner-up.
+def _greedy_recorder(rec: TreeRecorder, length_penalty: float) -> tuple[Callable[..., None], dict[str, float]]:
+    """An ``on_step`` for :func:`decode_loop` that records greedy decoding's tree: at each step the chosen token
+    ("kept", the last one "finished") and the runner-up ("pruned"). Also sums the generated tokens' log-probs.
 
-    Returns (tokens, log-probability of the generated tokens, tree); the finished node's score is
-    ``logprob / generated_length ** length_penalty`` (0 for greedy itself, the beam formula for num_beams=1).
+    The finished node's score is ``logprob / generated_length ** length_penalty`` (the beam formula, for
+    ``num_beams=1``; 0 gives the log-probability itself).
     """
-    tree = SearchTree("greedy", prompt.tolist())
-    parent = tree.add(None, None, (), 0.0, 0.0, "expanded")
-    logprob, gen = 0.0, ()
-    logits, state = start(model, prompt, prompt.numel() + max_new_tokens, use_cache)
-    for i in range(max_new_tokens):
-        tree.expansions += 1
+    walk = {"node": rec.add(None, None, (), 0.0, 0.0, "expanded"), "logprob": 0.0}
+    gen: list[int] = []
+
+    def on_step(logits: torch.Tensor, tokens: torch.Tensor, final: bool) -> None:
+        rec.expanded()
         logp = torch.log_softmax(logits[0].float(), dim=-1)  # (V,)
-        token = logits[0].argmax().view(1)  # (1,), the same choice as greedy()
-        tok = int(token)
-        values, tokens = torch.topk(logp, min(2, logp.numel()))
-        for v, t in zip(values.tolist(), tokens.tolist(), strict=True):
+        tok, lp = int(tokens[0]), walk["logprob"]
+        values, ranked = torch.topk(logp, min(2, logp.numel()))
+        for v, t in zip(values.tolist(), ranked.tolist(), strict=True):
             if t != tok:  # the runner-up
-                tree.add(parent, t, gen + (t,), logprob + v, logprob + v, "pruned")
-        logprob += float(logp[tok])
-        gen = gen + (tok,)
-        done = i == max_new_tokens - 1 or tok == eos_token_id
-        score = logprob / (len(gen) ** length_penalty) if done else logprob
-        parent = tree.add(parent, tok, gen, logprob, score, "finished" if done else "kept")
-        if done:
-            state.append(token)
-            break
-        logits = state.feed(token)
-    tree.results = [parent]
-    return state.tokens(), logprob, tree
+                rec.add(walk["node"], t, (*gen, t), lp + v, lp + v, "pruned")
+        walk["logprob"] = lp = lp + float(logp[tok])
+        gen.append(tok)
+        score = lp / (len(gen) ** length_penalty) if final else lp
+        walk["node"] = rec.add(walk["node"], tok, tuple(gen), lp, score, "finished" if final else "kept")
+
+    return on_step, walk
+
+
+def _greedy_with_tree(
+    model: torch.nn.Module, prompt: torch.Tensor, max_new_tokens: int, eos_token_id: int | None, use_cache: bool,
+    length_penalty: float, method: str,
+) -> tuple[list[int], float, SearchTree]:
+    """Greedy decoding with its tree recorded beside the loop: (tokens, log p of the generated tokens, tree)."""
+    rec = TreeRecorder(method, prompt.tolist())
+    on_step, walk = _greedy_recorder(rec, length_penalty)
+    logits, state = start(model, prompt, prompt.numel() + max_new_tokens, use_cache)
+    decode_loop(logits, state, max_new_tokens, _greedy_choice, eos_token_id=eos_token_id, on_step=on_step)
+    tree = rec.finish([int(walk["node"])])
+    assert tree is not None
+    return state.tokens(), walk["logprob"], tree
 
 
 @torch.inference_mode()
@@ -118,17 +99,37 @@ def greedy(
     Ties go to the lowest token id. With ``return_tree=True`` returns ``(tokens, SearchTree)``; the tree
     holds, per step, the chosen token ("kept", the last one "finished") and the runner-up ("pruned").
     """
-    if not return_tree:
-        return _generate(model, prompt_ids, max_new_tokens, eos_token_id, _greedy_choice, use_cache)
     check_max_new_tokens(max_new_tokens)
     check_eos(eos_token_id, model)
     prompt = as_prompt(prompt_ids, model)
     if max_new_tokens == 0:
+        if not return_tree:
+            return prompt.tolist()
         tree = SearchTree("greedy", prompt.tolist())
         tree.results = [tree.add(None, None, (), 0.0, 0.0, "finished")]
         return prompt.tolist(), tree
-    tokens, _, tree = _greedy_tree(model, prompt, max_new_tokens, eos_token_id, use_cache, length_penalty=0.0)
-    return tokens, tree
+    if return_tree:
+        tokens, _, tree = _greedy_with_tree(model, prompt, max_new_tokens, eos_token_id, use_cache, 0.0, "greedy")
+        return tokens, tree
+    logits, state = start(model, prompt, prompt.numel() + max_new_tokens, use_cache)
+    return decode_loop(logits, state, max_new_tokens, _greedy_choice, eos_token_id=eos_token_id).tokens()
+
+
+def _sampler(
+    generator: torch.Generator | None, temperature: float, top_k: int | None, top_p: float | None,
+    min_p: float | None, repetition_penalty: float,
+) -> Callable[[torch.Tensor, DecodeState], torch.Tensor]:
+    """``choose`` for :func:`decode_loop`: warp each row's logits, then draw one token per row from ``generator``."""
+
+    def choose(logits: torch.Tensor, state: DecodeState) -> torch.Tensor:
+        scores = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+        prev = state.ids[:, : state.length] if repetition_penalty != 1.0 else None
+        scores = apply_warp(scores, prev, temperature, top_k, top_p, min_p, repetition_penalty)  # (B, V)
+        if temperature == 0:
+            return scores.argmax(dim=-1)
+        return sample_next_token(scores, generator)  # (B,): row after row from the one generator
+
+    return choose
 
 
 @torch.inference_mode()
@@ -151,21 +152,20 @@ def sample(
     The warp options (``temperature``, ``top_k``, ``top_p``, ``min_p``, ``repetition_penalty``) mean what they
     mean in :func:`warp_logits` and in transformers' ``generate(do_sample=True, ...)``; the repetition
     penalty counts the prompt. ``temperature=0`` means greedy decoding (after the repetition penalty, if
-    any). Pass a seeded ``torch.Generator`` (on the model's device) for reproducible samples.
+    any). Pass a seeded ``torch.Generator`` (on the model's device) for reproducible samples. One row of
+    :func:`sample_batch`, returned as a list that includes the prompt and stops after ``eos_token_id``.
     """
     check_warp_options(temperature, top_k, top_p, min_p, repetition_penalty)
     if temperature == 0 and repetition_penalty == 1.0:
         return greedy(model, prompt_ids, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id, use_cache=use_cache)
-
-    def choose(logits: torch.Tensor, state: DecodeState) -> torch.Tensor:
-        scores = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
-        prev = state.ids[:, : state.length] if repetition_penalty != 1.0 else None
-        scores = apply_warp(scores, prev, temperature, top_k, top_p, min_p, repetition_penalty)
-        if temperature == 0:
-            return scores.argmax(dim=-1)
-        return sample_next_token(scores[0], generator).view(1)
-
-    return _generate(model, prompt_ids, max_new_tokens, eos_token_id, choose, use_cache)
+    check_max_new_tokens(max_new_tokens)
+    check_eos(eos_token_id, model)
+    prompt = as_prompt(prompt_ids, model)
+    if max_new_tokens == 0:
+        return prompt.tolist()
+    logits, state = start(model, prompt, prompt.numel() + max_new_tokens, use_cache)
+    choose = _sampler(generator, temperature, top_k, top_p, min_p, repetition_penalty)
+    return decode_loop(logits, state, max_new_tokens, choose, eos_token_id=eos_token_id).tokens()
 
 
 @torch.inference_mode()
@@ -176,32 +176,35 @@ def sample_batch(
     num_samples: int,
     max_new_tokens: int,
     generator: torch.Generator | None = None,
+    eos_token_id: int | None = None,
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
     min_p: float | None = None,
+    repetition_penalty: float = 1.0,
+    use_cache: bool = True,
 ) -> torch.Tensor:
     """``num_samples`` independent continuations of one prompt, drawn together: (num_samples, max_new_tokens).
 
-    The prompt is read once (:func:`lmlab.generation.engine.prefill`), its KV cache copied to every row, and each
-    step draws one token per row from the warped distribution (:func:`lmlab.generation.warp.warp_logits`). Only
-    the generated tokens are returned. ``temperature=0`` gives greedy decoding in every row.
+    The prompt is read once, its decoding state copied to every row, and each step draws one token per row
+    from the warped distribution (:func:`lmlab.generation.warp.warp_logits`), all rows from the one
+    ``generator``. Only the generated tokens are returned, on the CPU. A row that produced ``eos_token_id``
+    repeats it to the end (the other rows go on); the tensor is cut after the step where every row has
+    finished. ``temperature=0`` gives greedy decoding in every row.
     """
     check_int("num_samples", num_samples, 1)
     check_max_new_tokens(max_new_tokens, minimum=1)
-    check_warp_options(temperature, top_k, top_p, min_p, 1.0)
-    logits, state = prefill(model, prompt_ids, max_new_tokens=max_new_tokens)
-    state.reorder(torch.zeros(num_samples, dtype=torch.long, device=logits.device))  # copy the prompt's cache
-    logits = logits.expand(num_samples, -1)
-    out = torch.empty(num_samples, max_new_tokens, dtype=torch.long, device=logits.device)
-    for t in range(max_new_tokens):
-        scores = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
-        scores = apply_warp(scores, None, temperature, top_k, top_p, min_p, 1.0)  # (n, V)
-        out[:, t] = scores.argmax(-1) if temperature == 0 else sample_next_token(scores, generator)
-        if t + 1 < max_new_tokens:
-            logits = state.feed(out[:, t])
-    return out.cpu()
-
+    check_warp_options(temperature, top_k, top_p, min_p, repetition_penalty)
+    check_eos(eos_token_id, model)
+    prompt = as_prompt(prompt_ids, model)
+    P = prompt.numel()
+    logits, state = start(model, prompt, P + max_new_tokens, use_cache)
+    if num_samples > 1:
+        state.reorder(torch.zeros(num_samples, dtype=torch.long, device=logits.device))  # copy the prompt's state
+        logits = logits.expand(num_samples, -1)
+    choose = _sampler(generator, temperature, top_k, top_p, min_p, repetition_penalty)
+    decode_loop(logits, state, max_new_tokens, choose, eos_token_id=eos_token_id)
+    return state.ids[:, P : state.length].cpu()
 
 
 # ---------------------------------------------------------------------------------------------- beam search
@@ -266,14 +269,15 @@ def beam_search(
     prompt = as_prompt(prompt_ids, model)
     prompt_list = prompt.tolist()
     if num_beams == 1:
-        tokens, logprob, tree = _greedy_tree(model, prompt, max_new_tokens, eos_token_id, use_cache, length_penalty)
-        tree.method = "beam"
+        tokens, logprob, tree = _greedy_with_tree(
+            model, prompt, max_new_tokens, eos_token_id, use_cache, length_penalty, "beam"
+        )
         hyp = Hypothesis(tokens, logprob / ((len(tokens) - len(prompt_list)) ** length_penalty), logprob)
         return ([hyp], tree) if return_tree else [hyp]
 
     K = num_beams
-    tree = SearchTree("beam", prompt_list) if return_tree else None
-    root = tree.add(None, None, (), 0.0, 0.0, "expanded") if tree is not None else -1
+    rec = TreeRecorder("beam", prompt_list, enabled=return_tree)  # beside the search: keeps nothing when off
+    root = rec.add(None, None, (), 0.0, 0.0, "expanded")
     logits, state = start(model, prompt, prompt.numel() + max_new_tokens, use_cache)
     running_scores = torch.zeros(1, dtype=torch.float32, device=logits.device)  # (n,) summed log-probs
     running_gen: list[tuple[int, ...]] = [()]  # generated tokens of each running beam
@@ -295,23 +299,21 @@ def beam_search(
             gen = running_gen[beam] + (token,)
             if last or token == eos_token_id:
                 score = finish_scores[rank]
-                node = -1 if tree is None else tree.add(running_node[beam], token, gen, value, score, "pruned")
+                node = rec.add(running_node[beam], token, gen, value, score, "pruned")
                 if rank < K:  # only candidates ranked within the first num_beams may finish
                     new_finished.append((score, value, gen, node))
             elif len(keep_rank) < K:  # the best num_beams unfinished candidates run on
                 keep_rank.append(rank)
                 keep_parent.append(beam)
                 keep_token.append(token)
-                keep_node.append(-1 if tree is None else tree.add(running_node[beam], token, gen, value, value, "kept"))
-            elif tree is not None:
-                tree.add(running_node[beam], token, gen, value, value, "pruned")
-        if tree is not None:
-            tree.expansions += len(running_gen)
+                keep_node.append(rec.add(running_node[beam], token, gen, value, value, "kept"))
+            else:
+                rec.add(running_node[beam], token, gen, value, value, "pruned")
+        rec.expanded(len(running_gen))
         if new_finished:  # keep the best num_beams; sorted() is stable, so older hypotheses win exact ties
             finished = sorted(finished + new_finished, key=lambda h: -h[0])[:K]
-            if tree is not None:
-                for h in finished:
-                    tree.nodes[h[3]].status = "finished"
+            for h in finished:
+                rec.mark(h[3], "finished")
         if last or not keep_rank:
             break
         running_gen = [running_gen[b] + (t,) for b, t in zip(keep_parent, keep_token, strict=True)]
@@ -335,10 +337,8 @@ def beam_search(
 
     best = finished[:num_return_sequences]
     hyps = [Hypothesis(prompt_list + list(gen), score, lp) for score, lp, gen, _ in best]
-    if tree is not None:
-        tree.results = [node for *_, node in best]
-        return hyps, tree
-    return hyps
+    tree = rec.finish([node for *_, node in best])
+    return (hyps, tree) if return_tree else hyps
 
 
 # ---------------------------------------------------------------------------------------------- exact search

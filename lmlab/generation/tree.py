@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["STATUSES", "Hypothesis", "SearchNode", "SearchTree", "SearchBudgetExceeded"]
+__all__ = ["STATUSES", "Hypothesis", "SearchNode", "SearchTree", "SearchBudgetExceeded", "TreeRecorder"]
 
 STATUSES = ("expanded", "kept", "pruned", "finished")
 
@@ -98,3 +98,38 @@ class SearchBudgetExceeded(RuntimeError):
         super().__init__(message)
         self.expansions = expansions
         self.tree = tree
+
+
+class TreeRecorder:
+    """Writes a :class:`SearchTree` beside a search: the search reports each candidate it looks at.
+
+    A search calls :meth:`add`, :meth:`mark` and :meth:`expanded` whether or not a tree is wanted; with
+    ``enabled=False`` these calls keep nothing (``add`` returns -1), so the algorithm is the same either way
+    and recording never changes what it returns.
+    """
+
+    def __init__(self, method: str, prompt: list[int], *, enabled: bool = True) -> None:
+        self.tree: SearchTree | None = SearchTree(method, prompt) if enabled else None
+
+    def add(
+        self, parent: int | None, token: int | None, tokens: tuple[int, ...], logprob: float, score: float,
+        status: str,
+    ) -> int:
+        """Record a candidate; returns its node id (-1 when not recording)."""
+        return -1 if self.tree is None else self.tree.add(parent, token, tokens, logprob, score, status)
+
+    def mark(self, node: int, status: str) -> None:
+        """Change a recorded node's status (for example to "finished")."""
+        if self.tree is not None:
+            self.tree.nodes[node].status = status
+
+    def expanded(self, n: int = 1) -> None:
+        """Count ``n`` next-token distributions computed (model calls)."""
+        if self.tree is not None:
+            self.tree.expansions += n
+
+    def finish(self, results: list[int]) -> SearchTree | None:
+        """Set the returned hypotheses' node ids, best first; returns the tree (None when not recording)."""
+        if self.tree is not None:
+            self.tree.results = list(results)
+        return self.tree
