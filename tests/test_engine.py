@@ -296,3 +296,26 @@ def test_recording_a_tree_changes_no_output(micro_gpt):
     tokens, tree = greedy(micro_gpt, [4, 5], max_new_tokens=10, return_tree=True)
     assert tokens == greedy(micro_gpt, [4, 5], max_new_tokens=10)
     assert tree.expansions == 10 and tree.nodes[tree.results[0]].tokens == tuple(tokens[2:])
+
+
+@pytest.mark.slow
+def test_compiled_decoding_gives_the_eager_tokens():
+    """compile_decoding: one static-shape step per token (torch.compile), the same tokens as eager decoding."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.preset("micro", vocab_size=50, block_size=48)).eval()
+    prompt = [3, 1, 4, 1, 5]
+    eager_greedy = greedy(model, prompt, max_new_tokens=60)  # past the context limit: the window slides
+    eager_beam = beam_search(model, prompt, num_beams=3, max_new_tokens=12, num_return_sequences=3)
+    eager_rows = sample_batch(model, prompt, num_samples=4, max_new_tokens=20,
+                              generator=torch.Generator().manual_seed(1))  # fmt: skip
+    model.compile_decoding()
+    assert greedy(model, prompt, max_new_tokens=60) == eager_greedy
+    beams = beam_search(model, prompt, num_beams=3, max_new_tokens=12, num_return_sequences=3)
+    assert [h.tokens for h in beams] == [h.tokens for h in eager_beam]
+    assert [h.score for h in beams] == pytest.approx([h.score for h in eager_beam], abs=1e-4)
+    rows = sample_batch(model, prompt, num_samples=4, max_new_tokens=20, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(rows, eager_rows)
+    logits, state = prefill(model, prompt, max_new_tokens=3)
+    assert state.cache.step_fn is not None and state.cache.capacity == model.context_limit
+    model.compile_decoding(False)
+    assert model.new_cache(1).step_fn is None

@@ -17,6 +17,7 @@ saved point: search), and ``can_crop`` with ``crop(length)`` for the caches that
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -85,6 +86,7 @@ class KVCache:
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
         self.length = 0  # positions filled so far
         self.max_len = max_len
+        self.step_fn: Callable[..., torch.Tensor] | None = None  # a compiled one-token step (GPT.compile_decoding)
 
     @property
     def batch_size(self) -> int:

@@ -258,6 +258,7 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_weights:
             self.lm_head.weight = self.transformer.wte.weight  # one matrix, two uses (Press & Wolf 2017)
+        self._compiled_step: Any = None  # set by compile_decoding()
         self.apply(self._init_weights)
         # GPT-2 scales the residual projections by 1/sqrt(2 * n_layer): two residual additions per block
         for name, p in self.named_parameters():
@@ -342,6 +343,12 @@ class GPT(nn.Module):
             raise ValueError(f"cache holds {cache.batch_size} sequences but idx has batch size {B}")
         if cache is not None and past + T > cache.max_len:
             raise ValueError(f"cache holds at most {cache.max_len} positions; {past} + {T} do not fit")
+        step_fn = getattr(cache, "step_fn", None)
+        if step_fn is not None and T == 1 and targets is None and not return_hidden:
+            # one new token per row over the whole preallocated cache: static shapes, compiled once
+            logits = step_fn(idx, torch.tensor(past, device=idx.device), cache.k, cache.v)  # (B, V)
+            cache.advance(1)
+            return LMOutput(logits.unsqueeze(1), None)
         pos = torch.arange(past, past + T, device=idx.device)  # (T,)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         for i, block in enumerate(self.transformer.h):
@@ -357,12 +364,54 @@ class GPT(nn.Module):
 
     def new_cache(self, batch_size: int = 1, max_len: int | None = None) -> KVCache:
         """An empty :class:`~lmlab.models.cache.KVCache` for up to ``max_len`` tokens (default and at most
-        block_size), on this model's device and dtype."""
+        block_size), on this model's device and dtype. After :meth:`compile_decoding` the cache always holds
+        block_size positions (one shape, one compilation) and single-token steps run the compiled step."""
         max_len = self.config.block_size if max_len is None else max_len
         if max_len > self.config.block_size:
             raise ValueError(f"max_len {max_len} exceeds the model's block_size {self.config.block_size}")
         c, w = self.config, self.transformer.wte.weight
-        return KVCache(c.n_layer, c.n_head, c.head_size, batch_size, max_len, device=w.device, dtype=w.dtype)
+        step_fn = self._compiled_step
+        if step_fn is not None:
+            max_len = c.block_size
+        cache = KVCache(c.n_layer, c.n_head, c.head_size, batch_size, max_len, device=w.device, dtype=w.dtype)
+        cache.step_fn = step_fn
+        return cache
+
+    def decode_step(
+        self, idx: torch.Tensor, pos: torch.Tensor, k: list[torch.Tensor], v: list[torch.Tensor]
+    ) -> torch.Tensor:
+        """Next-token logits (B, V) for one new token per row, idx (B, 1), at position ``pos`` (a 0-dim long
+        tensor), against preallocated keys and values ``k[layer]``, ``v[layer]`` (B, nh, S, hs), which get the
+        new token's keys and values at ``pos``.
+
+        Every shape is fixed (attention covers all S slots, those after ``pos`` masked out), so
+        ``torch.compile`` compiles it once for a batch size, the way gpt-fast compiles its decode step. The
+        same numbers as :meth:`forward` with a KV cache, up to rounding; eval mode only (no dropout).
+        """
+        B = idx.shape[0]
+        c = self.config
+        nh, hs, C = c.n_head, c.head_size, c.n_embd
+        at = pos.view(1)
+        x = self.transformer.wte(idx) + self.transformer.wpe(at)  # (B, 1, C)
+        S = k[0].shape[2]
+        visible = (torch.arange(S, device=idx.device) <= pos).view(1, 1, 1, S)  # the slots filled so far
+        for i, block in enumerate(self.transformer.h):
+            attn = block.attn
+            qkv = attn.c_attn(block.ln_1(x)).view(B, 1, 3, nh, hs).permute(2, 0, 3, 1, 4)
+            q, k_new, v_new = qkv.unbind(0)  # each (B, nh, 1, hs)
+            k[i].index_copy_(2, at, k_new)
+            v[i].index_copy_(2, at, v_new)
+            y = F.scaled_dot_product_attention(q, k[i], v[i], attn_mask=visible)  # (B, nh, 1, hs)
+            x = x + attn.c_proj(y.transpose(1, 2).reshape(B, 1, C))
+            x = x + block.mlp(block.ln_2(x))
+        return self.lm_head(self.transformer.ln_f(x))[:, -1]
+
+    def compile_decoding(self, enabled: bool = True) -> GPT:
+        """Run single-token decoding steps through ``torch.compile(decode_step)`` (inductor; needs a C++
+        compiler on the CPU). The first generation call with a batch size compiles (seconds to a minute);
+        later calls reuse it. ``enabled=False`` goes back to eager steps. Returns the model."""
+        self._compiled_step = torch.compile(self.decode_step, fullgraph=True, dynamic=False) if enabled else None
+        return self
 
     # ------------------------------------------------------------------ counting
     def num_params(self, non_embedding: bool = True) -> int:
