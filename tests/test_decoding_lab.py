@@ -711,7 +711,7 @@ def test_cache_timing_counts_the_tokens_read(tiny_gpt):
 
 
 def test_cache_timing_rejects_what_does_not_fit(tiny_gpt):
-    with pytest.raises(ValueError, match="block_size"):
+    with pytest.raises(ValueError, match="context limit"):
         cache_timing(tiny_gpt, [1, 2, 3], [6], repeats=1)  # 3 + 6 > 8
     with pytest.raises(ValueError):
         cache_timing(tiny_gpt, [1, 2, 3], [0], repeats=1)

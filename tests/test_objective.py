@@ -150,7 +150,7 @@ def test_one_pass_on_the_exact_model(source):
 
 
 def test_scoring_input_checks(gpt):
-    with pytest.raises(ValueError, match="block_size"):
+    with pytest.raises(ValueError, match="context_limit"):
         position_losses(gpt, list(range(11)) * 2)
     with pytest.raises(ValueError, match="at least 2"):
         prefix_losses(gpt, [3])

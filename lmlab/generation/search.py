@@ -258,7 +258,7 @@ def beam_search(
       ``early_stopping="never"`` and ``length_penalty=0`` this is textbook beam search.
 
     ``num_beams=1`` is greedy decoding, as in transformers (which then runs greedy search whatever
-    ``early_stopping`` says); its score is computed with the same formula. Past ``block_size`` the window
+    ``early_stopping`` says); its score is computed with the same formula. Past the context limit the window
     slides (module docstring); transformers' GPT-2 cannot go there. Deviation: when the first step has
     fewer than ``2 * num_beams`` real candidates (vocab_size < 2 * num_beams), transformers fills the gap
     with placeholder beams scored -1e9; lmlab runs with fewer beams instead.

@@ -32,7 +32,7 @@ from lmlab.checks import check_int, model_device
 from lmlab.generation import beam_search, distinct_n, exact_search, greedy, sample, sample_batch, warp_logits
 from lmlab.generation.engine import check_max_new_tokens
 from lmlab.generation.warp import check_warp_options
-from lmlab.lm import eval_mode
+from lmlab.lm import context_limit, eval_mode
 from lmlab.models import GPT, GPTConfig
 from lmlab.text.synthetic import MarkovSource, markov_token_data, syllable_words
 from lmlab.train import Trainer
@@ -394,17 +394,17 @@ def cache_timing(
 
     Also counts the tokens the model reads: with the cache, the prompt once and then one token per step;
     without it, the whole prefix every step (P + (P+1) + ... ), which grows with the square of the length.
-    Times are the median of ``repeats`` runs. ``lengths`` must fit in the model's ``block_size``.
+    Times are the median of ``repeats`` runs. ``lengths`` must fit in the model's context limit.
     """
     prompt = [int(t) for t in prompt_ids]
     P = len(prompt)
     check_int("repeats", repeats, 1)
-    window = getattr(model, "block_size", None)
+    window = context_limit(model)
     rows = []
     for n in lengths:
         check_int("length", n, 1)
         if window is not None and P + n > window:
-            raise ValueError(f"prompt ({P}) + {n} new tokens do not fit in block_size {window}")
+            raise ValueError(f"prompt ({P}) + {n} new tokens do not fit in the context limit {window}")
         ms = {}
         for use_cache in (True, False):
             times = []

@@ -109,7 +109,7 @@ def product_of_probs(probs: Any, dtype: torch.dtype = torch.float32) -> float:
 def next_token_probs(model: nn.Module, context: Any) -> torch.Tensor:
     """p(next token | context) (V,) float32: the softmax of the model's logits at the last position.
 
-    ``context`` is a 1-D sequence of at least one token id; only its last ``model.block_size`` tokens are
+    ``context`` is a 1-D sequence of at least one token id; only its last ``model.context_limit`` tokens are
     read (a GPT cannot see further back). The model is used in eval mode without gradients and put back.
     """
     ids = _ids(context, "context", dims=(1,))
@@ -222,7 +222,7 @@ def _scoring(model: nn.Module, ids: Any) -> torch.Tensor:
         raise ValueError("ids needs at least 2 tokens: the first is context, the others are predicted")
     block = context_limit(model)
     if block is not None and x.numel() - 1 > block:
-        raise ValueError(f"ids has {x.numel()} tokens; at most block_size + 1 = {block + 1} fit in one pass")
+        raise ValueError(f"ids has {x.numel()} tokens; at most context_limit + 1 = {block + 1} fit in one pass")
     return x.to(model_device(model))
 
 
