@@ -2,8 +2,10 @@
 
 ``lmlab bench train``: training steps (forward, backward, AdamW) of lmlab's GPT against transformers'
 ``GPT2LMHeadModel`` with the same shape and the same weights, on the same batches, fp32, interleaved
-repeats, median. Achieved GFLOP/s use the PaLM training-FLOP count (``GPT.flops_per_token``) and are
-compared with this machine's measured fp32 1024x1024 matmul rate (CPU) or the device's peak (GPU: MFU).
+repeats, median. On a CUDA device both sides take :meth:`lmlab.train.Trainer.train_step`, the step that
+``Trainer.fit`` runs (bf16 autocast where the GPU has it, gradient clipping, fused AdamW). Achieved GFLOP/s
+use the PaLM training-FLOP count (``GPT.flops_per_token``) and are compared with this machine's measured fp32
+1024x1024 matmul rate (CPU) or the device's data-sheet peak (GPU: MFU; see :func:`peak_tflops`).
 
 ``lmlab bench decode``: generation with ``lmlab.generation`` against transformers' ``generate`` on the same
 weights (greedy and beam search, batch 1, KV cache on both sides), checking that the outputs are
@@ -23,7 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from lmlab.device import resolve_device
+from lmlab.lm import LMOutput, lm_loss
 from lmlab.models import GPT, GPTConfig
+from lmlab.train import TrainConfig, Trainer
 
 __all__ = [
     "matmul_gflops",
@@ -34,18 +38,47 @@ __all__ = [
     "DecodeBenchRow",
     "CacheBenchRow",
     "GPU_PEAK_TFLOPS",
+    "peak_tflops",
 ]
 
-# Dense peak TFLOP/s by device name fragment: (fp32 without tensor cores, bf16 tensor cores), from the
-# vendors' data sheets (NVIDIA H100 SXM, A100, L4, T4 data sheets).
+# Dense peak TFLOP/s by device name, as torch.cuda.get_device_name reports it: (fp32 on the CUDA cores,
+# without TF32; 16-bit tensor cores: bf16, fp16 on the T4, which has no bf16). The data sheets quote the
+# tensor-core rates with 2:4 structured sparsity; the dense rates here are half of those. Sources, NVIDIA's
+# data sheets: H100 Tensor Core GPU (its SXM, PCIe and NVL columns), H200 Tensor Core GPU (SXM and NVL),
+# A100 Tensor Core GPU (SXM and PCIe have the same peaks), L4 Tensor Core GPU, L40S GPU, A10 Tensor Core GPU,
+# T4 Tensor Core GPU. Names are matched whole (see peak_tflops), so "NVIDIA L4" is not "NVIDIA L40S".
 GPU_PEAK_TFLOPS: dict[str, tuple[float, float]] = {
-    "H200": (67.0, 989.0),
-    "H100": (67.0, 989.0),
-    "A100": (19.5, 312.0),
-    "L4": (30.3, 121.0),
-    "A10": (31.2, 125.0),
-    "T4": (8.1, 65.0),
+    "NVIDIA H100 80GB HBM3": (67.0, 989.0),  # H100 SXM5
+    "NVIDIA H100 PCIe": (51.0, 756.0),
+    "NVIDIA H100 NVL": (60.0, 835.0),
+    "NVIDIA H200": (67.0, 989.0),  # H200 SXM: the H100 SXM's compute with more memory
+    "NVIDIA H200 NVL": (60.0, 835.0),
+    "NVIDIA A100-SXM4-40GB": (19.5, 312.0),
+    "NVIDIA A100-SXM4-80GB": (19.5, 312.0),
+    "NVIDIA A100-PCIE-40GB": (19.5, 312.0),
+    "NVIDIA A100 80GB PCIe": (19.5, 312.0),
+    "NVIDIA L4": (30.3, 121.0),
+    "NVIDIA L40S": (91.6, 362.0),
+    "NVIDIA A10": (31.2, 125.0),
+    "Tesla T4": (8.1, 65.0),
 }
+
+
+def _normalise_device_name(name: str) -> str:
+    return " ".join(name.split()).casefold()
+
+
+def peak_tflops(device_name: str) -> tuple[float, float] | None:
+    """Dense peak TFLOP/s ``(fp32, bf16)`` of the GPU called ``device_name``, or None for one not listed.
+
+    ``device_name`` is what ``torch.cuda.get_device_name`` returns; it must equal a key of
+    :data:`GPU_PEAK_TFLOPS` up to case and runs of spaces (no substring matching: the L4 and the L40S, or
+    the H100 SXM and PCIe, have different peaks).
+    """
+    if not isinstance(device_name, str):
+        raise TypeError(f"device_name must be a str, got {type(device_name).__name__}")
+    table = {_normalise_device_name(k): v for k, v in GPU_PEAK_TFLOPS.items()}
+    return table.get(_normalise_device_name(device_name))
 
 
 def _sync(device: torch.device) -> None:
@@ -82,8 +115,10 @@ class TrainBenchResult:
     device: str
     tokens_per_s: dict[str, float]  # contestant name -> median tokens/s; the first two are the headline pair
     flops_per_token: int
-    reference_gflops: float  # measured matmul rate (CPU) or device peak (GPU), GFLOP/s
+    reference_gflops: float | None  # measured matmul rate (CPU) or device peak (GPU), GFLOP/s; None: unknown
     reference_name: str
+    precision: str = "fp32"  # "fp32" or "bf16 autocast"
+    recipe: str = "forward + backward + fused AdamW step"  # what one timed step does
 
     @property
     def ratio(self) -> float:
@@ -98,12 +133,13 @@ class TrainBenchResult:
         names = list(self.tokens_per_s)
         rows = [
             f"train bench: preset {self.preset}, batch {self.batch_size}, block {self.block_size}, "
-            f"device {self.device}, {self.threads} threads, fp32; forward + backward + fused AdamW step",
+            f"device {self.device}, {self.threads} threads, {self.precision}; {self.recipe}",
             f"  {'':34}{'tokens/s':>10}{'GFLOP/s':>9}{'of reference':>14}",
         ]
         for name, tps in self.tokens_per_s.items():
             g = self.achieved_gflops(tps)
-            rows.append(f"  {name:34}{tps:10,.0f}{g:9.1f}{g / self.reference_gflops:14.1%}")
+            share = f"{g / self.reference_gflops:14.1%}" if self.reference_gflops else f"{'n/a':>14}"
+            rows.append(f"  {name:34}{tps:10,.0f}{g:9.1f}{share}")
         rows.append(f"  ratio {names[0]} / {names[1]}: {self.ratio:.3f}x")
         if len(names) >= 4:
             same = self.tokens_per_s[names[2]] / self.tokens_per_s[names[1]]
@@ -111,7 +147,10 @@ class TrainBenchResult:
             best = max(names[1:], key=lambda n: self.tokens_per_s[n] if n.startswith("transformers") else 0)
             rows.append(f"  ratio {names[0]} / fastest transformers ({best}): "
                         f"{self.tokens_per_s[names[0]] / self.tokens_per_s[best]:.3f}x")
-        rows.append(f"  reference: {self.reference_name} = {self.reference_gflops:,.1f} GFLOP/s")
+        if self.reference_gflops:
+            rows.append(f"  reference: {self.reference_name} = {self.reference_gflops:,.1f} GFLOP/s")
+        else:
+            rows.append(f"  reference: {self.reference_name}")
         return "\n".join(rows)
 
 
@@ -147,6 +186,61 @@ def _train_step(model: torch.nn.Module, batches: list[torch.Tensor], hf: bool) -
     return step
 
 
+class _NextTokenLM(torch.nn.Module):
+    """transformers' ``GPT2LMHeadModel`` behind lmlab's model interface, so that a Trainer can train it.
+
+    ``model(x, y).loss`` is :func:`lmlab.lm.lm_loss` of its logits: the loss lmlab's GPT computes.
+    """
+
+    def __init__(self, hf_model: torch.nn.Module) -> None:
+        super().__init__()
+        self.hf = hf_model
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, *, reduction: str = "mean") -> LMOutput:
+        logits = self.hf(input_ids=x).logits  # (B, T, V)
+        return LMOutput(logits, None if y is None else lm_loss(logits, y, reduction=reduction))
+
+
+def _uses_trainer_step(device: torch.device) -> bool:
+    """Whether the train bench times Trainer.train_step (on CUDA) rather than the plain fp32 step (CPU)."""
+    return device.type == "cuda"
+
+
+def _bench_trainer(model: torch.nn.Module, vocab_size: int, batch_size: int, block_size: int,
+                   device: torch.device, seed: int) -> Trainer:
+    """A Trainer whose train_step is timed: constant lr 1e-4 (as the plain step), Trainer defaults otherwise."""
+    from lmlab.text.data import TokenData
+
+    ids = torch.zeros(2 * block_size + 2, dtype=torch.int64)  # never read: the bench passes its own batches
+    config = TrainConfig(
+        batch_size=batch_size, block_size=block_size, max_steps=2**62, lr=1e-4, min_lr=1e-4, warmup_steps=0,
+        device=str(device), progress=False, seed=seed,
+    )  # fmt: skip
+    return Trainer(model, TokenData(ids, ids, vocab_size=vocab_size), config)
+
+
+def _trainer_step(trainer: Trainer, batches: list[torch.Tensor]) -> Callable[[int], None]:
+    """Trainer.train_step on batch i: the step that Trainer.fit takes."""
+
+    def step(i: int) -> None:
+        batch = batches[i % len(batches)]
+        trainer.train_step(batch[:, :-1], batch[:, 1:])
+
+    return step
+
+
+def _reference(device: torch.device, bf16: bool) -> tuple[str, float | None]:
+    """(name, GFLOP/s) to compare with: the measured fp32 matmul rate on a CPU, the data-sheet peak on a GPU."""
+    if device.type != "cuda":
+        return "1024x1024 fp32 matmul", matmul_gflops(device=device)
+    gpu = torch.cuda.get_device_name(device)
+    peak = peak_tflops(gpu)
+    if peak is None:
+        return f"no peak FLOP/s known for {gpu!r} (not in lmlab.bench.GPU_PEAK_TFLOPS), so no MFU", None
+    fp32, half = peak
+    return (f"{gpu} dense bf16 peak (MFU)", half * 1e3) if bf16 else (f"{gpu} fp32 peak (MFU)", fp32 * 1e3)
+
+
 def bench_train(
     preset: str = "tiny",
     *,
@@ -161,8 +255,11 @@ def bench_train(
     """Tokens/s of training steps, lmlab vs transformers ``GPT2LMHeadModel`` on identical weights and batches.
 
     Contestants: lmlab with its default attention ("auto"), transformers with its default ("sdpa"), and
-    the two with the same kernel choice (lmlab "sdpa", transformers "eager" explicit attention). Each
-    repeat times ``steps`` steps of every contestant, in an order that rotates between repeats; the
+    the two with the same kernel choice (lmlab "sdpa", transformers "eager" explicit attention). On a CPU
+    a step is forward, backward and fused AdamW in fp32; on a CUDA device every contestant is trained by its
+    own :class:`lmlab.train.Trainer` and a step is :meth:`~lmlab.train.Trainer.train_step`, the one
+    ``Trainer.fit`` takes (bf16 autocast when the GPU supports it, gradient clipping at 1.0, fused AdamW).
+    Each repeat times ``steps`` steps of every contestant, in an order that rotates between repeats; the
     median over repeats is reported. Needs ``transformers`` (``pip install -e ".[dev]"``).
     """
     try:
@@ -184,12 +281,23 @@ def bench_train(
     ours_sdpa.load_state_dict(ours.state_dict())
     g = torch.Generator().manual_seed(seed)
     batches = [torch.randint(0, cfg.vocab_size, (batch_size, T + 1), generator=g).to(dev) for _ in range(4)]
-    contestants = {
-        f"lmlab (attention={ours.config.attention_impl})": _train_step(ours, batches, hf=False),
-        "transformers (attn sdpa, default)": _train_step(peer, batches, hf=True),
-        "lmlab (attention=sdpa)": _train_step(ours_sdpa, batches, hf=False),
-        "transformers (attn eager)": _train_step(peer_eager, batches, hf=True),
+    models = {
+        f"lmlab (attention={ours.config.attention_impl})": (ours, False),
+        "transformers (attn sdpa, default)": (peer, True),
+        "lmlab (attention=sdpa)": (ours_sdpa, False),
+        "transformers (attn eager)": (peer_eager, True),
     }
+    precision, recipe = "fp32", "forward + backward + fused AdamW step"
+    if _uses_trainer_step(dev):
+        trainers = {name: _bench_trainer(_NextTokenLM(m) if hf else m, cfg.vocab_size, batch_size, T, dev, seed)
+                    for name, (m, hf) in models.items()}  # fmt: skip
+        contestants = {name: _trainer_step(trainer, batches) for name, trainer in trainers.items()}
+        bf16 = next(iter(trainers.values())).amp
+        precision = "bf16 autocast" if bf16 else "fp32"
+        recipe = "Trainer.train_step: forward + backward + gradient clipping + fused AdamW step"
+    else:
+        bf16 = False
+        contestants = {name: _train_step(m, batches, hf=hf) for name, (m, hf) in models.items()}
     for step in contestants.values():  # warm-up
         _time_steps(step, 0, 3, dev)
     tokens = steps * batch_size * T
@@ -198,15 +306,7 @@ def bench_train(
     for r in range(repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             times[name].append(tokens / _time_steps(contestants[name], r * steps, steps, dev))
-    if dev.type == "cuda":
-        gpu = torch.cuda.get_device_name(dev)
-        peak = next((v[0] for k, v in GPU_PEAK_TFLOPS.items() if k in gpu), None)
-        if peak:
-            ref_name, ref = f"{gpu} fp32 peak (MFU)", peak * 1e3
-        else:
-            ref_name, ref = "1024x1024 fp32 matmul", matmul_gflops(device=dev)
-    else:
-        ref_name, ref = "1024x1024 fp32 matmul", matmul_gflops(device=dev)
+    ref_name, ref = _reference(dev, bf16)
     return TrainBenchResult(
         preset=preset,
         batch_size=batch_size,
@@ -217,6 +317,8 @@ def bench_train(
         flops_per_token=ours.flops_per_token(T),
         reference_gflops=ref,
         reference_name=ref_name,
+        precision=precision,
+        recipe=recipe,
     )
 
 

@@ -20,12 +20,39 @@ import torch
 DEFAULT_RUN = "runs/tiny"
 CHECKPOINT_NAME = "checkpoint.pt"
 TOKENIZER_NAME = "tokenizer.json"
+# exceptions that mean bad input (arguments, files, corpus downloads): one line on stderr and exit status 2
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, ConnectionError)
 
 
 # ---------------------------------------------------------------------------------------------- runs
 def save_tokenizer_for_run(tokenizer: Any, run_dir: Path) -> None:
+    """Write ``tokenizer`` to ``run_dir/tokenizer.json`` (creating the directory)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     tokenizer.save(run_dir / TOKENIZER_NAME)
+
+
+def check_run_tokenizer(tokenizer: Any, run_dir: Path) -> None:
+    """ValueError if ``run_dir`` already holds a tokenizer other than ``tokenizer``.
+
+    A resumed run must keep the token ids its checkpoint was trained with: another corpus can give a
+    character tokenizer of the same size but other characters, which the model config cannot tell apart.
+    A tokenizer file that cannot be read is not compared (the run's own one replaces it).
+    """
+    from lmlab.text.tokenizer import load_tokenizer
+
+    path = run_dir / TOKENIZER_NAME
+    if not path.is_file():
+        return
+    try:
+        saved = load_tokenizer(path).to_dict()
+    except (ValueError, KeyError, OSError):
+        return
+    if saved != tokenizer.to_dict():
+        raise ValueError(
+            f"{path} holds another tokenizer than the one built from this corpus and --tokenizer, so the "
+            f"checkpoint's token ids would mean other text; resume with the corpus and tokenizer the run was "
+            f"trained with, or train into another --out"
+        )
 
 
 def load_run(run_dir: str | os.PathLike[str], device: str = "auto") -> tuple[Any, Any]:
@@ -65,6 +92,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["block_size"] = args.block_size
     model = GPT(GPTConfig.preset(args.preset, **overrides))
     run = Path(args.out)
+    ckpt_path = run / CHECKPOINT_NAME
     budgets = dict(max_steps=args.steps, max_tokens=args.tokens, max_seconds=args.seconds)
     if all(v is None for v in budgets.values()):
         budgets["max_steps"] = args.default_steps
@@ -77,23 +105,27 @@ def cmd_train(args: argparse.Namespace) -> int:
         eval_interval=args.eval_interval,
         device=args.device,
         seed=args.seed,
-        checkpoint_path=str(run / CHECKPOINT_NAME),
+        checkpoint_path=str(ckpt_path),
         resume=args.resume,
         progress=not args.no_progress,
     )
+    trainer = Trainer(model, data, config)
+    resuming = args.resume and ckpt_path.is_file()
+    if resuming:  # check the run before anything in it changes
+        trainer.restore(ckpt_path)  # ValueError for a damaged checkpoint or one of another model
+        check_run_tokenizer(data.tokenizer, run)
     save_tokenizer_for_run(data.tokenizer, run)
     print(
         f"training {args.preset} ({model.num_params(non_embedding=False):,} parameters) on {args.corpus}: "
         f"{data.num_tokens('train'):,} train / {data.num_tokens('val'):,} val tokens, "
-        f"vocabulary {data.vocab_size}",
+        f"vocabulary {data.vocab_size}" + (f"; resuming {ckpt_path} at step {trainer.step}" if resuming else ""),
         flush=True,
     )
-    trainer = Trainer(model, data, config)
     history = trainer.fit()
     model.eval()
     val_ids = data.ids("val")
     print(f"stopped: {history.stop_reason} after {trainer.step} steps, {trainer.tokens:,} tokens, "
-          f"{trainer.elapsed:.1f} s; checkpoint in {run / CHECKPOINT_NAME}")
+          f"{trainer.elapsed:.1f} s; checkpoint in {ckpt_path}")
     if len(val_ids) > 1:
         ev = evaluate_text(model, val_ids, n_chars=data.num_chars("val"))
         print(f"validation: {ev.nats_per_token:.4f} nats/token, perplexity {ev.perplexity:.2f}, "
@@ -324,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, ConnectionError) as err:
+    except USER_ERRORS as err:  # anything else is a bug: its traceback shows
         print(f"lmlab {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from lmlab.device import resolve_device
 from lmlab.fileio import atomic_open
-from lmlab.lm import IGNORE_INDEX, context_limit
+from lmlab.lm import IGNORE_INDEX, context_limit, eval_mode
 
 __all__ = [
     "TrainConfig",
@@ -375,6 +375,17 @@ class Trainer:
     needed (NCCL on CUDA, Gloo on CPU) and left initialised; the model is wrapped in DistributedDataParallel.
     ``batch_size`` is per process. Evaluation is shared out between the processes and all-reduced, so every
     process gets the same val loss; only rank 0 shows progress, runs callbacks and writes checkpoints.
+
+    Resuming (:meth:`restore`, ``fit(resume_from=...)``, ``TrainConfig.resume``) is bit for bit in one process
+    on the CPU: with the same seed, data, model shape and trajectory fields of the config, on the same machine,
+    PyTorch build and number of threads, an interrupted and resumed run has the same losses, learning rates,
+    evaluations and final weights as an uninterrupted one. Under DDP the world size must be the one the
+    checkpoint was written with (another one is a ValueError): every process then draws the same global
+    batches and takes the same rows of them as in the uninterrupted run, from the same weights and optimizer
+    state, and rank 0 gets its CPU and CUDA RNG states back; processes of rank > 0 get fresh dropout streams
+    (the checkpoint holds rank 0's only), so with dropout their masks differ. On GPUs the result is not
+    bitwise either way unless the kernels are deterministic (``torch.use_deterministic_algorithms(True)``
+    with ``CUBLAS_WORKSPACE_CONFIG`` set); without that, losses agree to rounding only.
     """
 
     def __init__(
@@ -468,16 +479,17 @@ class Trainer:
 
         A fresh run seeds the batch generator with ``config.seed`` and the global torch RNG (dropout) with
         ``seed + rank``. ``resume_from`` (or ``config.resume`` with an existing ``checkpoint_path``)
-        restores the model, optimizer, counters, history and RNG states of a checkpoint first, so that the
-        run continues exactly as if it had never stopped. Calling ``fit`` again on the same trainer continues
-        from where it stopped (raise a budget first). Ctrl-C saves a checkpoint (when ``checkpoint_path`` is
-        set) and returns the history instead of raising.
+        restores a checkpoint first (see :meth:`restore`: bit for bit in one process on the CPU; under DDP
+        with the checkpoint's world size only, see the class docstring). Calling ``fit`` again on the same
+        trainer continues from where it stopped (raise a budget first). Ctrl-C saves a checkpoint (when
+        ``checkpoint_path`` is set) and returns the history instead of raising. The model trains in training
+        mode (evaluations switch to eval mode and back); ``fit`` gives it back in the mode it had.
         """
         c = self.config
         if resume_from is not None:
-            self._restore(Path(resume_from))
+            self.restore(resume_from)
         elif c.resume and not self._started and c.checkpoint_path and Path(c.checkpoint_path).is_file():
-            self._restore(Path(c.checkpoint_path))
+            self.restore(c.checkpoint_path)
         elif not self._started:
             self.generator.manual_seed(c.seed)
             torch.manual_seed(c.seed + self.rank)  # dropout masks: reproducible, different on each process
@@ -487,6 +499,7 @@ class Trainer:
         self._start_time, self._start_elapsed = _clock(), self.elapsed
         self._window = [0, 0.0]  # tokens and seconds of training since the last train record
         self._postfix: dict[str, str] = {}  # what the progress bar shows after the counts
+        was_training = self.model.training
         self.model.train()
         bar = tqdm(
             total=self._planned_steps(), initial=self.step, desc="train", unit="step",
@@ -518,7 +531,7 @@ class Trainer:
                 self.save_checkpoint()
         finally:
             bar.close()
-            self.model.train()
+            self.model.train(was_training)
         self.history.stop_reason = self.stop_reason
         if self.is_main:
             for cb in self.callbacks:
@@ -528,7 +541,10 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> float:
-        """Mean validation loss in nats per token (see ``TrainConfig.eval_batches``); records nothing."""
+        """Mean validation loss in nats per token (see ``TrainConfig.eval_batches``); records nothing.
+
+        The model is evaluated in eval mode (no dropout) and left in the mode it had.
+        """
         return self._evaluate()[0]
 
     def save_checkpoint(self, path: str | os.PathLike | None = None) -> Path | None:
@@ -571,42 +587,78 @@ class Trainer:
         return path
 
     # ------------------------------------------------------------------ one step
-    def _train_step(self) -> dict[str, Any] | None:
-        """One optimizer step over one global batch; returns a train record every log_interval steps."""
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer update on one global batch: what :meth:`fit` runs at every step.
+
+        ``x`` and ``y`` are the input ids and targets of the whole global batch, each of shape
+        ``(batch_size * grad_accum_steps * world_size, block_size)``; every process passes the same batch
+        and uses micro-batch ``i``'s rows ``(i * world_size + rank) * batch_size`` onwards. The step sets
+        the learning rate of step ``self.step`` (:func:`lr_at`), sums the gradients of the micro-batches
+        (under bf16 autocast when ``self.amp``; DDP all-reduces them at the last one), clips their global
+        norm to ``grad_clip``, steps AdamW and advances ``step``, ``tokens`` and ``flops``. The model is in
+        training mode during the step and is left in the mode it had.
+
+        Returns ``(loss, grad_norm)``, 0-d tensors on the device that have not been waited for: the mean
+        training loss of this process's rows in nats per token, and the global gradient norm before
+        clipping. Raises ValueError for a batch of another shape.
+        """
         c, n = self.config, self.config.batch_size
-        t0 = _clock()
+        rows = n * c.grad_accum_steps * self.world_size
+        for name, t in (("x", x), ("y", y)):
+            if not isinstance(t, torch.Tensor) or tuple(t.shape) != (rows, self.block_size):
+                shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                raise ValueError(
+                    f"train_step needs {name} of shape (batch_size * grad_accum_steps * world_size, block_size) "
+                    f"= ({rows}, {self.block_size}), got {shape}"
+                )
+        x, y = x.to(self.device), y.to(self.device)
         lr = lr_at(self.step, c, self.decay_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self.optimizer.zero_grad(set_to_none=True)
+        was_training = self.model.training
+        if not was_training:
+            self.model.train()
+        try:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss_sum = torch.zeros((), device=self.device)
+            for i in range(c.grad_accum_steps):
+                lo = (i * self.world_size + self.rank) * n
+                xb, yb = x[lo : lo + n], y[lo : lo + n]  # (n, T) each
+                last = i == c.grad_accum_steps - 1
+                no_sync = self.world_size > 1 and not last  # DDP all-reduces gradients at the last micro-batch
+                with self._train_model.no_sync() if no_sync else contextlib.nullcontext():
+                    with self._autocast():
+                        loss = self._train_model(xb, yb).loss
+                    # every window scores block_size tokens, so the mean of the micro-batch means is the mean
+                    # over the global batch, and the summed gradients are those of one big batch
+                    (loss / c.grad_accum_steps).backward()
+                loss_sum += loss.detach()
+            max_norm = c.grad_clip if c.grad_clip is not None else math.inf  # inf: measure the norm only
+            grad_norm = torch.nn.utils.clip_grad_norm_(self._train_model.parameters(), max_norm)
+            self._updating = True
+            self.optimizer.step()
+            self.step += 1
+            self.tokens += self.tokens_per_step
+            self.flops = float(self.tokens * self.flops_per_token) if self.flops_per_token is not None else None
+            self._snapshot_rng()
+            self._updating = False
+        finally:
+            if not was_training:
+                self.model.eval()
+        return loss_sum / c.grad_accum_steps, grad_norm.detach()
+
+    def _train_step(self) -> dict[str, Any] | None:
+        """Draw one global batch and take :meth:`train_step` on it; returns a train record every log_interval steps."""
+        c, n = self.config, self.config.batch_size
+        t0 = _clock()
+        lr = lr_at(self.step, c, self.decay_steps)  # what train_step sets for this step
         x_all, y_all = self.data.get_batch(
             "train", n * c.grad_accum_steps * self.world_size, self.block_size,
             generator=self.generator, device=self.device,
         )  # fmt: skip
-        loss_sum = torch.zeros((), device=self.device)
-        for i in range(c.grad_accum_steps):
-            lo = (i * self.world_size + self.rank) * n
-            x, y = x_all[lo : lo + n], y_all[lo : lo + n]  # (n, T) each
-            last = i == c.grad_accum_steps - 1
-            no_sync = self.world_size > 1 and not last  # DDP all-reduces gradients at the last micro-batch
-            with self._train_model.no_sync() if no_sync else contextlib.nullcontext():
-                with self._autocast():
-                    loss = self._train_model(x, y).loss
-                # every window scores block_size tokens, so the mean of the micro-batch means is the mean over
-                # the global batch, and the summed gradients are those of one big batch
-                (loss / c.grad_accum_steps).backward()
-            loss_sum += loss.detach()
-        max_norm = c.grad_clip if c.grad_clip is not None else math.inf  # inf: measure the norm, clip nothing
-        grad_norm = torch.nn.utils.clip_grad_norm_(self._train_model.parameters(), max_norm)
-        self._updating = True
-        self.optimizer.step()
-        self.step += 1
-        self.tokens += self.tokens_per_step
-        self.flops = float(self.tokens * self.flops_per_token) if self.flops_per_token is not None else None
-        self._snapshot_rng()
-        self._updating = False
+        loss, grad_norm = self.train_step(x_all, y_all)
         log = self.step % c.log_interval == 0
-        train_loss = self._mean_over_ranks(loss_sum / c.grad_accum_steps) if log else 0.0  # waits for the GPU
+        train_loss = self._mean_over_ranks(loss) if log else 0.0  # waits for the GPU
         self._window[0] += self.tokens_per_step
         self._window[1] += _clock() - t0
         if not log:
@@ -622,17 +674,13 @@ class Trainer:
     @torch.no_grad()
     def _evaluate(self) -> tuple[float, int]:
         """(mean val NLL in nats per token, tokens scored): sum of nats / number of scored tokens."""
-        was_training = self.model.training
-        self.model.eval()
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         count = torch.zeros((), dtype=torch.int64, device=self.device)
-        try:
+        with eval_mode(self.model):  # no dropout; the caller's train/eval mode comes back afterwards
             for x, y in self._val_batches():
                 with self._autocast():
                     total += self.model(x, y, reduction="sum").loss.double()
                 count += (y != IGNORE_INDEX).sum()
-        finally:
-            self.model.train(was_training)
         if self.world_size > 1:
             dist.all_reduce(total)
             dist.all_reduce(count)
@@ -742,8 +790,30 @@ class Trainer:
         cuda = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None
         self._rng_snapshot = (self.generator.get_state(), torch.get_rng_state(), cuda)
 
-    def _restore(self, path: Path) -> None:
+    def restore(self, path: str | os.PathLike) -> None:
+        """Load a checkpoint written by :meth:`save_checkpoint` into this trainer; the next :meth:`fit` continues it.
+
+        Restores the weights, the optimizer state, the counters (step, tokens, flops, elapsed seconds), the
+        history and the RNG states (batch sampler; rank 0's CPU and CUDA generators), so that the run goes on
+        as if it had not stopped: bit for bit in one process on the CPU, and under DDP with the same world size
+        the same batches on every process (see the class docstring for what differs on GPUs and on ranks > 0).
+
+        Raises FileNotFoundError for a missing file, and ValueError for a damaged or foreign file, a checkpoint
+        of another world size or of another model configuration (naming the fields that differ), all before
+        the trainer changes, or for weights and optimizer state that do not fit. A resume with other trajectory
+        fields of the config (batch size, learning rates, seed, ...) warns that the run will differ.
+        """
+        path = Path(path)
         ckpt = load_checkpoint(path)
+        saved_world = int(ckpt["world_size"])
+        if saved_world != self.world_size:
+            how = "one process, without torchrun" if saved_world == 1 else f"torchrun --nproc-per-node={saved_world}"
+            raise ValueError(
+                f"checkpoint {path} was written by a run with world_size {saved_world} but this run has "
+                f"world_size {self.world_size}: each step's global batch is batch_size x grad_accum_steps x "
+                f"world_size windows from the saved sampler state, so another number of processes would train on "
+                f"other batches; resume it with {saved_world} process(es) ({how}), or start a fresh run"
+            )
         saved = ckpt["model_config"]
         model_config = getattr(self.model, "config", None)
         if saved is not None and hasattr(model_config, "to_dict"):

@@ -4,39 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from lmlab.lm import IGNORE_INDEX
 from lmlab.models import GPT, GPTConfig
+from lmlab.text.data import TokenData
 from lmlab.train import TrainConfig
-
-try:
-    from lmlab.text.data import TokenData
-except ImportError:  # lmlab.text.data not importable (yet): a stand-in with the same interface
-
-    class TokenData:  # type: ignore[no-redef]
-        """Stand-in for lmlab.text.data.TokenData: random windows and an exact pass, as its contract says."""
-
-        def __init__(self, train, val, vocab_size, tokenizer=None):
-            self.train, self.val, self.vocab_size, self.tokenizer = train, val, vocab_size, tokenizer
-
-        def get_batch(self, split, batch_size, block_size, generator=None, device="cpu"):
-            ids = self.train if split == "train" else self.val
-            starts = torch.randint(len(ids) - block_size, (batch_size,), generator=generator)
-            w = torch.stack([ids[s : s + block_size + 1] for s in starts.tolist()])  # (B, T + 1)
-            return w[:, :-1].to(device), w[:, 1:].to(device)
-
-        def iter_split(self, split, batch_size, block_size, device="cpu"):
-            ids = self.train if split == "train" else self.val
-            n = len(ids) - 1  # targets 1..n
-            starts = list(range(0, n, block_size))
-            for b in range(0, len(starts), batch_size):
-                rows = starts[b : b + batch_size]
-                x = torch.zeros(len(rows), block_size, dtype=torch.int64)
-                y = torch.full((len(rows), block_size), IGNORE_INDEX, dtype=torch.int64)
-                for r, s in enumerate(rows):
-                    L = min(block_size, n - s)
-                    x[r, :L], y[r, :L] = ids[s : s + L], ids[s + 1 : s + L + 1]
-                yield x.to(device), y.to(device)
-
 
 TEXT = "the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs. "
 

@@ -124,3 +124,79 @@ def test_bench_train_reports_the_ratio_of_its_own_measurements(capsys):
     assert f"{result.ratio:.3f}x" in result.report()
     with pytest.raises(ValueError, match=r"block_size must be in \[1, 32\]"):
         bench_train("micro", block_size=64, steps=1, repeats=1)
+
+
+# ---------------------------------------------------------------------------------------------- errors and resume
+def test_user_errors_are_one_line_and_bugs_keep_their_traceback(run_dir, monkeypatch, capsys):
+    import lmlab.cli as cli
+
+    def bad_input(*args, **kwargs):
+        raise ValueError("--run holds something else")
+
+    monkeypatch.setattr(cli, "load_run", bad_input)
+    assert main(["sample", "--run", str(run_dir), "--device", "cpu"]) == 2
+    assert capsys.readouterr().err == "lmlab sample: error: --run holds something else\n"
+
+    def bug(*args, **kwargs):
+        raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+
+    monkeypatch.setattr(cli, "load_run", bug)
+    with pytest.raises(TypeError, match="unsupported operand"):
+        main(["sample", "--run", str(run_dir), "--device", "cpu"])
+
+
+def _write_corpus(path, alphabet: str) -> str:
+    path.write_text(" ".join(alphabet[i % len(alphabet):] + alphabet[: i % len(alphabet)] for i in range(400)),
+                    encoding="utf-8")  # fmt: skip
+    return str(path)
+
+
+def _train(corpus: str, out, *extra: str) -> int:
+    return main(["train", "--corpus", corpus, "--preset", "micro", "--steps", "2", "--batch-size", "2", "--warmup", "1",
+                 "--eval-interval", "100", "--out", str(out), "--no-progress", "--device", "cpu",
+                 "--sample-tokens", "4", "--prompt", "a", *extra])  # fmt: skip
+
+
+def test_resume_continues_the_run(tmp_path, capsys):
+    corpus = _write_corpus(tmp_path / "a.txt", "abcdefgh")
+    out = tmp_path / "run"
+    assert _train(corpus, out) == 0
+    capsys.readouterr()
+    assert _train(corpus, out, "--resume", "--steps", "4") == 0
+    text = capsys.readouterr().out
+    assert f"resuming {out / 'checkpoint.pt'} at step 2" in text and "stopped: max_steps after 4 steps" in text
+
+
+def test_resume_checks_the_checkpoint_before_writing_the_tokenizer(tmp_path, capsys):
+    corpus = _write_corpus(tmp_path / "a.txt", "abcdefgh")
+    out = tmp_path / "run"
+    out.mkdir()
+    tokenizer_file = out / "tokenizer.json"
+    tokenizer_file.write_bytes(b"the run's own tokenizer")
+    (out / "checkpoint.pt").write_bytes(b"PK\x03\x04 half a checkpoint")
+    assert _train(corpus, out, "--resume") == 2
+    assert "is damaged" in capsys.readouterr().err
+    assert tokenizer_file.read_bytes() == b"the run's own tokenizer"
+
+
+def test_resume_with_another_model_or_tokenizer_leaves_the_run_alone(tmp_path, capsys):
+    corpus = _write_corpus(tmp_path / "a.txt", "abcdefgh")
+    out = tmp_path / "run"
+    assert _train(corpus, out, "--tokenizer", "byte") == 0
+    tokenizer_file, checkpoint = out / "tokenizer.json", out / "checkpoint.pt"
+    saved_tokenizer, saved_checkpoint = tokenizer_file.read_bytes(), checkpoint.read_bytes()
+    capsys.readouterr()
+
+    assert _train(corpus, out, "--resume", "--tokenizer", "char") == 2  # vocabulary 256 -> 9: another model
+    err = capsys.readouterr().err
+    assert "another model" in err and "vocab_size (checkpoint 256, model 9)" in err
+    assert tokenizer_file.read_bytes() == saved_tokenizer and checkpoint.read_bytes() == saved_checkpoint
+
+    char_run = tmp_path / "char-run"
+    assert _train(corpus, char_run) == 0
+    saved_tokenizer = (char_run / "tokenizer.json").read_bytes()
+    capsys.readouterr()
+    other = _write_corpus(tmp_path / "b.txt", "ijklmnop")  # as many characters, other ones: the same model shape
+    assert _train(other, char_run, "--resume") == 2
+    assert "holds another tokenizer" in capsys.readouterr().err
+    assert (char_run / "tokenizer.json").read_bytes() == saved_tokenizer

@@ -251,6 +251,29 @@ def test_ctrl_c_in_the_middle_of_a_step_checkpoints_the_last_complete_step(data,
     assert train_losses(resumed) == train_losses(full)
 
 
+def test_train_step_is_the_step_fit_takes(data):
+    config = small_config(max_steps=4, grad_accum_steps=2, eval_interval=100)
+    by_fit = Trainer(make_model(dropout=0.1), data, config).fit()
+    model = make_model(dropout=0.1)
+    trainer = Trainer(model, data, config)
+    trainer.generator.manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # what fit seeds a fresh run with
+    losses = []
+    for _ in range(4):
+        x, y = data.get_batch("train", 4 * 2, 16, generator=trainer.generator)
+        loss, grad_norm = trainer.train_step(x, y)
+        assert loss.shape == () and grad_norm.shape == () and model.training
+        losses.append(float(loss))
+    assert losses == train_losses(by_fit)
+    assert trainer.step == 4 and trainer.tokens == 4 * 8 * 16
+    model.eval()
+    trainer.train_step(x, y)
+    assert not model.training  # trained in training mode, then given back in eval mode
+    with pytest.raises(ValueError, match=r"shape \(batch_size \* grad_accum_steps \* world_size, block_size\) "
+                                         r"= \(8, 16\), got \(4, 16\)"):
+        trainer.train_step(x[:4], y[:4])
+
+
 # ---------------------------------------------------------------------------------------------- budgets
 def test_token_budget_stops_at_the_first_step_reaching_it(data):
     history = Trainer(make_model(), data, small_config(max_steps=None, max_tokens=1000)).fit()
@@ -331,6 +354,26 @@ def test_random_evaluation_uses_the_same_batches_each_time(data):
     assert trainer._evaluate()[1] == 3 * 4 * 16
 
 
+def test_evaluate_and_fit_give_the_model_back_in_its_mode(data):
+    modes = []
+    model = make_model(dropout=0.1)
+    trainer = Trainer(model, data, small_config(max_steps=4, eval_interval=2),
+                      callbacks=[lambda t, record: modes.append((record["kind"], t.model.training))])  # fmt: skip
+    model.eval()
+    trainer.evaluate()
+    assert not model.training  # evaluate from outside fit leaves eval mode alone
+
+    history = trainer.fit()
+    assert [kind for kind, _ in modes] == ["train", "train", "eval", "train", "train", "eval"]
+    assert all(training for _, training in modes)  # fit trains in training mode, also after each evaluation
+    assert not model.training  # and gives the model back in eval mode, as it was
+    assert history.stop_reason == "max_steps"
+    model.train()
+    trainer.config.max_steps = 5
+    trainer.fit()
+    assert model.training
+
+
 def test_progress_bar_runs(data, capsys):
     history = Trainer(make_model(), data, small_config(max_steps=3, progress=True)).fit()
     assert len(history.train) == 3
@@ -397,6 +440,22 @@ def test_checkpoint_of_another_model_lists_the_differing_fields(data, tmp_path):
         Trainer(make_model(n_embd=32, n_layer=3), data, small_config()).fit(resume_from=path)
     assert "n_embd (checkpoint 64, model 32)" in str(err.value) and "n_layer" in str(err.value)
     assert "vocab_size" not in str(err.value)
+
+
+def test_checkpoint_of_another_world_size_is_refused(data, tmp_path):
+    path = tmp_path / "ck.pt"
+    Trainer(make_model(), data, small_config(max_steps=2, checkpoint_path=str(path))).fit()
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["world_size"] = 2  # as written by rank 0 of a two-process run
+    torch.save(ckpt, path)
+    model = make_model(seed=7)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = Trainer(model, data, small_config(max_steps=4))
+    with pytest.raises(ValueError, match="world_size 2 but this run has world_size 1") as err:
+        trainer.fit(resume_from=path)
+    assert "torchrun --nproc-per-node=2" in str(err.value) and "fresh run" in str(err.value)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # refused before loading
+    assert trainer.step == 0
 
 
 def test_foreign_checkpoints_are_refused(data, tmp_path):
@@ -487,6 +546,18 @@ def test_trainer_argument_errors(data):
                 torch.zeros(50, dtype=torch.long), vocab_size=300), small_config())  # fmt: skip
     trainer = Trainer(model, data, max_steps=2, warmup_steps=0, progress=False, device="cpu")  # overrides
     assert trainer.config.max_steps == 2 and trainer.config.batch_size == 12
+
+
+def test_train_support_fails_loudly_without_lmlab_text_data(monkeypatch):
+    import importlib
+
+    import lmlab.text.data
+
+    assert importlib.import_module("_train_support").TokenData is lmlab.text.data.TokenData
+    monkeypatch.setitem(sys.modules, "lmlab.text.data", None)  # what a broken module looks like to import
+    monkeypatch.delitem(sys.modules, "_train_support")
+    with pytest.raises(ImportError, match="lmlab.text.data"):
+        importlib.import_module("_train_support")
 
 
 # ---------------------------------------------------------------------------------------------- distributed
