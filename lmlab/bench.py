@@ -368,6 +368,7 @@ class DecodeBenchResult:
     cache_shape: str
     cache_block_size: int
     cache_rows: list[CacheBenchRow]
+    compile_seconds: dict[str, float]  # shape -> seconds to compile the one-token step (batch 1), not in the rows
 
     def report(self) -> str:
         out = [
@@ -384,7 +385,11 @@ class DecodeBenchResult:
             )
         if self.rows:
             same = all(r.identical for r in self.rows)
-            out.append(f"  identical: {'yes' if same else 'NO'} (lmlab's outputs equal transformers' token for token)")
+            out.append(f"  identical: {'yes' if same else 'NO'} (lmlab's outputs equal transformers' token for token; "
+                       "samples: the same seed, lmlab's generator against transformers' global one)")
+        for shape, secs in self.compile_seconds.items():
+            out.append(f"  compiling the {shape} one-token step (torch.compile, inductor) took {secs:.1f} s, "
+                       "not counted in its row")
         if self.cache_rows:
             out.append(
                 f"KV cache: lmlab greedy on the {self.cache_shape} shape (block_size {self.cache_block_size}), "
@@ -440,10 +445,12 @@ def _hf_gpt2_like(transformers: Any, cfg: GPTConfig, seed: int, attn: str = "sdp
 
 
 def _generation_tasks(
-    ours: GPT, peer: torch.nn.Module, prompt: torch.Tensor, greedy_tokens: int, beam_tokens: int, num_beams: int
-) -> dict[str, tuple[int, Callable[[], list[int]], Callable[[], list[int]]]]:
-    """method -> (new tokens, lmlab call, transformers call); each call returns prompt + generated tokens."""
-    from lmlab.generation import beam_search, greedy
+    ours: GPT, compiled: GPT | None, peer: torch.nn.Module, prompt: torch.Tensor, greedy_tokens: int,
+    beam_tokens: int, num_beams: int, num_samples: int, seed: int,
+) -> dict[str, tuple[int, Callable[[], list], Callable[[], list], bool]]:
+    """method -> (new tokens per row, lmlab call, transformers call, must be identical); each call returns
+    token lists (prompt + generated) or, for sampling, one list per sample."""
+    from lmlab.generation import beam_search, greedy, sample_batch
 
     input_ids, mask = prompt.unsqueeze(0), torch.ones(1, prompt.numel(), dtype=torch.long, device=prompt.device)
 
@@ -453,14 +460,31 @@ def _generation_tasks(
                                 pad_token_id=0)
         return out[0].tolist()
 
+    def hf_samples(n: int) -> list[list[int]]:
+        torch.manual_seed(seed)  # transformers draws from the global generator
+        with torch.no_grad():
+            out = peer.generate(input_ids, attention_mask=mask, max_new_tokens=n, do_sample=True, top_k=0,
+                                num_return_sequences=num_samples, pad_token_id=0)
+        return out[:, prompt.numel() :].tolist()
+
+    def lmlab_samples(n: int) -> list[list[int]]:
+        g = torch.Generator(device=prompt.device).manual_seed(seed)
+        return sample_batch(ours, prompt, num_samples=num_samples, max_new_tokens=n, generator=g).tolist()
+
     def lmlab_beam() -> list[int]:
         return beam_search(ours, prompt, num_beams=num_beams, max_new_tokens=beam_tokens)[0].tokens
 
-    return {
+    tasks = {
         "greedy": (greedy_tokens, partial(greedy, ours, prompt, max_new_tokens=greedy_tokens),
-                   partial(hf, greedy_tokens, 1)),
-        f"beam search, {num_beams} beams": (beam_tokens, lmlab_beam, partial(hf, beam_tokens, num_beams)),
-    }
+                   partial(hf, greedy_tokens, 1), True),
+        f"beam search, {num_beams} beams": (beam_tokens, lmlab_beam, partial(hf, beam_tokens, num_beams), True),
+        f"{num_samples} samples, batched": (greedy_tokens, partial(lmlab_samples, greedy_tokens),
+                                            partial(hf_samples, greedy_tokens), False),
+    }  # fmt: skip
+    if compiled is not None:
+        compiled_greedy = partial(greedy, compiled, prompt, max_new_tokens=greedy_tokens)
+        tasks["greedy, compiled step"] = (greedy_tokens, compiled_greedy, partial(hf, greedy_tokens, 1), True)
+    return tasks
 
 
 def bench_decode(
@@ -477,13 +501,19 @@ def bench_decode(
     threads: int | None = 2,
     device: str = "cpu",
     seed: int = 0,
+    num_samples: int = 16,
+    compile_step: bool = True,
 ) -> DecodeBenchResult:
     """Generation speed, lmlab vs transformers ``generate`` on identical weights, and the KV cache's effect.
 
     For each preset shape in ``shapes`` (vocabulary 256; block_size raised to fit prompt + output): greedy
     decoding of ``greedy_tokens`` tokens and beam search with ``num_beams`` beams for ``beam_tokens``
-    tokens, batch 1, both libraries with their KV caches. Outputs are checked to be identical (a
-    RuntimeError otherwise). Then lmlab's greedy decoding on the ``cache_shape`` shape, with block_size
+    tokens, batch 1, both libraries with their KV caches; ``num_samples`` samples of ``greedy_tokens``
+    tokens of one prompt (lmlab's ``sample_batch`` against ``generate(do_sample=True, top_k=0,
+    num_return_sequences=num_samples)``, tokens/s over all rows); and, with ``compile_step``, greedy
+    decoding through :meth:`GPT.compile_decoding` (its compile time reported apart). Greedy and beam outputs
+    are checked to be identical (a RuntimeError otherwise); samples are compared and the report says
+    whether they are. Then lmlab's greedy decoding on the ``cache_shape`` shape, with block_size
     ``prompt_len + max(cache_lengths)``, with and without the KV cache, for each of ``cache_lengths``.
     Times are medians over interleaved repeats. Needs ``transformers`` when ``shapes`` is not empty.
     """
@@ -500,6 +530,7 @@ def bench_decode(
         raise ValueError(f"cache_lengths must be integers >= 1, got {cache_lengths!r}")
     g = torch.Generator().manual_seed(seed)
     rows: list[DecodeBenchRow] = []
+    compile_seconds: dict[str, float] = {}
     if shapes:
         try:
             import transformers
@@ -511,17 +542,25 @@ def bench_decode(
         peer = _hf_gpt2_like(transformers, cfg, seed).to(dev)
         ours = GPT.from_hf_gpt2(peer).to(dev).eval()
         prompt = torch.randint(0, cfg.vocab_size, (prompt_len,), generator=g).to(dev)
-        tasks = _generation_tasks(ours, peer, prompt, greedy_tokens, beam_tokens, num_beams)
-        for method, (n, ours_fn, hf_fn) in tasks.items():
+        compiled = None
+        if compile_step:
+            compiled = GPT.from_hf_gpt2(peer).to(dev).eval().compile_decoding()
+            t0 = time.perf_counter()
+            greedy(compiled, prompt, max_new_tokens=2)  # compiles the one-token step for batch 1
+            compile_seconds[shape] = time.perf_counter() - t0
+        tasks = _generation_tasks(ours, compiled, peer, prompt, greedy_tokens, beam_tokens, num_beams, num_samples,
+                                  seed)  # fmt: skip
+        for method, (n, ours_fn, hf_fn, must_match) in tasks.items():
             mine, theirs = ours_fn(), hf_fn()  # also the warm-up
-            if mine != theirs:
+            if must_match and mine != theirs:
                 raise RuntimeError(
                     f"{shape} {method}: lmlab's output differs from transformers'\n  lmlab:        {mine}\n"
                     f"  transformers: {theirs}"
                 )
             secs = _median_seconds({"lmlab": ours_fn, "transformers": hf_fn}, repeats, dev)
-            rows.append(DecodeBenchRow(shape, ours.num_params(non_embedding=False), method, n,
-                                       {k: n / v for k, v in secs.items()}, identical=True))
+            total = n * (len(mine) if isinstance(mine[0], list) else 1)  # new tokens over all rows
+            rows.append(DecodeBenchRow(shape, ours.num_params(non_embedding=False), method, total,
+                                       {k: total / v for k, v in secs.items()}, identical=mine == theirs))
 
     cache_rows: list[CacheBenchRow] = []
     cache_block = prompt_len + max(cache_lengths, default=0)
@@ -545,6 +584,7 @@ def bench_decode(
         cache_shape=cache_shape,
         cache_block_size=cache_block,
         cache_rows=cache_rows,
+        compile_seconds=compile_seconds,
     )
 
 

@@ -227,6 +227,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             cache_repeats=args.cache_repeats,
             threads=args.threads,
             device=args.device,
+            num_samples=args.num_samples,
+            compile_step=not args.no_compile,
         )
     print(result.report())
     return 0
@@ -324,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmarks against a named peer, printing ratios")
     b.add_argument("what", choices=["train", "decode"],
                    help="train: lmlab vs transformers GPT2LMHeadModel training steps; decode: lmlab.generation vs "
-                        "transformers generate (greedy, beam search) and generation with vs without the KV cache")
+                        "transformers generate (greedy, beam search, batched samples, a compiled step) and generation "
+                        "with vs without the KV cache")
     b.add_argument("--preset", default="tiny", help="train: model shape")
     b.add_argument("--batch-size", type=int, default=12, help="train: sequences per step")
     b.add_argument("--block-size", type=int, default=None, help="train: tokens per sequence (default: the preset's)")
@@ -338,6 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cache-lengths", type=_int_list, default=(64, 128, 256, 512, 1024),
                    help="decode: comma-separated output lengths for the with/without KV cache comparison "
                         "(empty: skip it)")
+    b.add_argument("--num-samples", type=int, default=16,
+                   help="decode: samples of one prompt drawn together (sample_batch vs num_return_sequences)")
+    b.add_argument("--no-compile", action="store_true",
+                   help="decode: skip the row with the compiled one-token step (compiling takes about half a minute)")
     b.add_argument("--cache-repeats", type=int, default=3,
                    help="decode: repeats of the KV cache comparison (its uncached runs are slow)")
     b.add_argument("--repeats", type=int, default=None,

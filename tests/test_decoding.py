@@ -348,14 +348,16 @@ def test_bench_decode_reports_its_own_measurements():
     from lmlab.bench import bench_decode
 
     result = bench_decode(("micro",), greedy_tokens=5, beam_tokens=4, num_beams=2, prompt_len=3,
-                          cache_lengths=(3, 6), repeats=1, cache_repeats=1, threads=None)
+                          cache_lengths=(3, 6), repeats=1, cache_repeats=1, threads=None, num_samples=3,
+                          compile_step=False)  # fmt: skip
     text = result.report()
-    assert [r.method for r in result.rows] == ["greedy", "beam search, 2 beams"]
-    assert "identical: yes" in text
+    assert [r.method for r in result.rows] == ["greedy", "beam search, 2 beams", "3 samples, batched"]
+    assert result.rows[2].new_tokens == 15  # 3 rows of 5 tokens
+    assert all(r.identical for r in result.rows[:2]) and result.compile_seconds == {}
     lines = text.splitlines()
     for row in result.rows:
         [line] = [x for x in lines if x.strip().startswith("micro") and row.method in x]
-        ratio = float(re.search(r"([\d.]+)x  yes$", line).group(1))
+        ratio = float(re.search(r"([\d.]+)x  (yes|NO)$", line).group(1))
         assert ratio == pytest.approx(row.ratio, abs=0.005)
         assert f"{row.tokens_per_s['lmlab']:,.0f}" in line and f"{row.tokens_per_s['transformers']:,.0f}" in line
     for row in result.cache_rows:

@@ -139,6 +139,25 @@ def test_sampling_equals_transformers_with_the_same_seed(kw):
         assert sample(ours, prompt, max_new_tokens=15, eos_token_id=2, **kw) == out
 
 
+@pytest.mark.parametrize("kw", [dict(), dict(temperature=0.8, top_p=0.9), dict(repetition_penalty=1.3, top_k=6)])
+def test_batched_samples_equal_transformers_num_return_sequences(kw):
+    """16 samples of one prompt, drawn together, are generate(num_return_sequences=16)'s for the same seed:
+    both draw all rows of a step at once from one generator. Rows that produced EOS repeat it (transformers
+    pads them with pad_token_id, here also the EOS id)."""
+    from lmlab.generation import sample_batch
+
+    hf = hf_gpt2(1, vocab_size=12, scale=0.3, eos_boost=0.5)
+    ours = GPT.from_hf_gpt2(hf).eval()
+    x = torch.tensor([[1, 5, 7]])
+    for seed in range(3):
+        torch.manual_seed(seed)
+        out = hf.generate(x, attention_mask=torch.ones_like(x), do_sample=True, max_new_tokens=15, eos_token_id=2,
+                          pad_token_id=2, num_return_sequences=16, **{"top_k": 0, **kw})[:, 3:]  # fmt: skip
+        rows = sample_batch(ours, [1, 5, 7], num_samples=16, max_new_tokens=15, eos_token_id=2,
+                            generator=torch.Generator().manual_seed(seed), **kw)  # fmt: skip
+        assert torch.equal(rows, out)
+
+
 def hf_processors(temperature, top_k, top_p, min_p, repetition_penalty):
     """The processors transformers' generate(do_sample=True) builds for these options, in its order."""
     procs = lp_mod.LogitsProcessorList()
