@@ -119,6 +119,7 @@ class TrainBenchResult:
     reference_name: str
     precision: str = "fp32"  # "fp32" or "bf16 autocast"
     recipe: str = "forward + backward + fused AdamW step"  # what one timed step does
+    compile_seconds: float | None = None  # warm-up (compilation) of the compiled contestant, not in its rate
 
     @property
     def ratio(self) -> float:
@@ -145,8 +146,15 @@ class TrainBenchResult:
             same = self.tokens_per_s[names[2]] / self.tokens_per_s[names[1]]
             rows.append(f"  ratio {names[2]} / {names[1]} (same attention kernel): {same:.3f}x")
             best = max(names[1:], key=lambda n: self.tokens_per_s[n] if n.startswith("transformers") else 0)
+            # (the compiled row, if any, is compared below)
             rows.append(f"  ratio {names[0]} / fastest transformers ({best}): "
                         f"{self.tokens_per_s[names[0]] / self.tokens_per_s[best]:.3f}x")
+        compiled = [n for n in names if n.startswith("lmlab compiled")]
+        for name in compiled:
+            rows.append(f"  ratio {name} / {names[1]}: {self.tokens_per_s[name] / self.tokens_per_s[names[1]]:.3f}x"
+                        f"; over eager lmlab {self.tokens_per_s[name] / self.tokens_per_s[names[0]]:.3f}x")
+        if self.compile_seconds is not None:
+            rows.append(f"  compiling (3 warm-up steps of the compiled model) took {self.compile_seconds:.1f} s")
         if self.reference_gflops:
             rows.append(f"  reference: {self.reference_name} = {self.reference_gflops:,.1f} GFLOP/s")
         else:
@@ -251,6 +259,7 @@ def bench_train(
     threads: int | None = 2,
     device: str = "cpu",
     seed: int = 0,
+    compile_model: bool = True,
 ) -> TrainBenchResult:
     """Tokens/s of training steps, lmlab vs transformers ``GPT2LMHeadModel`` on identical weights and batches.
 
@@ -260,7 +269,10 @@ def bench_train(
     own :class:`lmlab.train.Trainer` and a step is :meth:`~lmlab.train.Trainer.train_step`, the one
     ``Trainer.fit`` takes (bf16 autocast when the GPU supports it, gradient clipping at 1.0, fused AdamW).
     Each repeat times ``steps`` steps of every contestant, in an order that rotates between repeats; the
-    median over repeats is reported. Needs ``transformers`` (``pip install -e ".[dev]"``).
+    median over repeats is reported. With ``compile_model`` a fifth contestant is lmlab's model compiled
+    with ``torch.compile`` (inductor), timed after its compilation, which is reported apart
+    (``compile_seconds``: the warm-up steps that compiled forward and backward). Needs ``transformers``
+    (``pip install -e ".[dev]"``).
     """
     try:
         import transformers
@@ -287,6 +299,10 @@ def bench_train(
         "lmlab (attention=sdpa)": (ours_sdpa, False),
         "transformers (attn eager)": (peer_eager, True),
     }
+    if compile_model:
+        twin = GPT(ours.config).to(dev).train()
+        twin.load_state_dict(ours.state_dict())
+        models["lmlab compiled (torch.compile)"] = (torch.compile(twin), False)
     precision, recipe = "fp32", "forward + backward + fused AdamW step"
     if _uses_trainer_step(dev):
         trainers = {name: _bench_trainer(_NextTokenLM(m) if hf else m, cfg.vocab_size, batch_size, T, dev, seed)
@@ -298,8 +314,11 @@ def bench_train(
     else:
         bf16 = False
         contestants = {name: _train_step(m, batches, hf=hf) for name, (m, hf) in models.items()}
-    for step in contestants.values():  # warm-up
-        _time_steps(step, 0, 3, dev)
+    compile_seconds = None
+    for name, step in contestants.items():  # warm-up; the compiled model compiles here
+        seconds = _time_steps(step, 0, 3, dev)
+        if name.startswith("lmlab compiled"):
+            compile_seconds = seconds
     tokens = steps * batch_size * T
     times: dict[str, list[float]] = {name: [] for name in contestants}
     names = list(contestants)
@@ -319,6 +338,7 @@ def bench_train(
         reference_name=ref_name,
         precision=precision,
         recipe=recipe,
+        compile_seconds=compile_seconds,
     )
 
 

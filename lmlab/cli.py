@@ -214,6 +214,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             repeats=args.repeats if args.repeats is not None else 9,
             threads=args.threads,
             device=args.device,
+            compile_model=not args.no_compile,
         )
     else:
         result = bench_decode(
@@ -344,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--num-samples", type=int, default=16,
                    help="decode: samples of one prompt drawn together (sample_batch vs num_return_sequences)")
     b.add_argument("--no-compile", action="store_true",
-                   help="decode: skip the row with the compiled one-token step (compiling takes about half a minute)")
+                   help="skip the rows of compiled models (train: the whole model; decode: the one-token step); "
+                        "compiling takes about half a minute")
     b.add_argument("--cache-repeats", type=int, default=3,
                    help="decode: repeats of the KV cache comparison (its uncached runs are slow)")
     b.add_argument("--repeats", type=int, default=None,

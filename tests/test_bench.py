@@ -65,7 +65,7 @@ def _count_train_steps(monkeypatch: pytest.MonkeyPatch) -> dict[int, int]:
 def test_gpu_train_bench_times_the_trainers_own_step(monkeypatch):
     calls = _count_train_steps(monkeypatch)
     monkeypatch.setattr(bench, "_uses_trainer_step", lambda device: True)  # the CUDA recipe, here on the CPU
-    result = bench.bench_train("micro", batch_size=2, block_size=8, steps=2, repeats=2)
+    result = bench.bench_train("micro", batch_size=2, block_size=8, steps=2, repeats=2, compile_model=False)
     assert sorted(calls.values()) == [3 + 2 * 2] * 4  # every contestant: 3 warm-up steps, then 2 repeats of 2
     assert "Trainer.train_step" in result.report().splitlines()[0]
     assert all(v > 0 for v in result.tokens_per_s.values())
@@ -73,7 +73,7 @@ def test_gpu_train_bench_times_the_trainers_own_step(monkeypatch):
 
 def test_cpu_train_bench_keeps_its_plain_fp32_step(monkeypatch):
     calls = _count_train_steps(monkeypatch)
-    result = bench.bench_train("micro", batch_size=2, block_size=8, steps=1, repeats=1)
+    result = bench.bench_train("micro", batch_size=2, block_size=8, steps=1, repeats=1, compile_model=False)
     assert calls == {}
     assert result.report().splitlines()[0].endswith("threads, fp32; forward + backward + fused AdamW step")
     assert result.reference_name == "1024x1024 fp32 matmul" and result.reference_gflops > 0

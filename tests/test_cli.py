@@ -116,14 +116,26 @@ def test_info_and_python_dash_m():
 def test_bench_train_reports_the_ratio_of_its_own_measurements(capsys):
     from lmlab.bench import bench_train
 
-    result = bench_train("micro", batch_size=2, block_size=8, steps=1, repeats=1)
+    result = bench_train("micro", batch_size=2, block_size=8, steps=1, repeats=1, compile_model=False)
     names = list(result.tokens_per_s)
     assert names[0].startswith("lmlab") and names[1].startswith("transformers")
     assert all(v > 0 for v in result.tokens_per_s.values())
     assert result.ratio == result.tokens_per_s[names[0]] / result.tokens_per_s[names[1]]
-    assert f"{result.ratio:.3f}x" in result.report()
+    assert f"{result.ratio:.3f}x" in result.report() and result.compile_seconds is None
     with pytest.raises(ValueError, match=r"block_size must be in \[1, 32\]"):
         bench_train("micro", block_size=64, steps=1, repeats=1)
+
+
+@pytest.mark.slow
+def test_bench_train_times_the_compiled_model_after_compiling_it():
+    from lmlab.bench import bench_train
+
+    result = bench_train("micro", batch_size=2, block_size=8, steps=1, repeats=1)
+    name = "lmlab compiled (torch.compile)"
+    assert list(result.tokens_per_s)[4] == name and result.tokens_per_s[name] > 0
+    assert result.compile_seconds is not None and result.compile_seconds > 0
+    ratio = result.tokens_per_s[name] / result.tokens_per_s[list(result.tokens_per_s)[1]]
+    assert f"ratio {name} / transformers (attn sdpa, default): {ratio:.3f}x" in result.report()
 
 
 # ---------------------------------------------------------------------------------------------- errors and resume
