@@ -160,12 +160,13 @@ def sample(
         return greedy(model, prompt_ids, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id, use_cache=use_cache)
     check_max_new_tokens(max_new_tokens)
     check_eos(eos_token_id, model)
-    prompt = as_prompt(prompt_ids, model)
+    prompt = as_prompt(prompt_ids, model).tolist()
     if max_new_tokens == 0:
-        return prompt.tolist()
-    logits, state = start(model, prompt, prompt.numel() + max_new_tokens, use_cache)
-    choose = _sampler(generator, temperature, top_k, top_p, min_p, repetition_penalty)
-    return decode_loop(logits, state, max_new_tokens, choose, eos_token_id=eos_token_id).tokens()
+        return prompt
+    row = sample_batch(model, prompt, num_samples=1, max_new_tokens=max_new_tokens, generator=generator,
+                       eos_token_id=eos_token_id, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                       repetition_penalty=repetition_penalty, use_cache=use_cache)  # fmt: skip
+    return prompt + row[0].tolist()  # one row stops right after its EOS token
 
 
 @torch.inference_mode()
