@@ -368,14 +368,20 @@ def test_example_details(graded):
 
 # --- every notebook runs top to bottom under nbval -----------------------------------------------------
 
+NBVAL_PLUGIN_DIR = Path(__file__).parent / "nbval_plugin"  # nbval_output_timeout: see its docstring
+
+
 def run_nbval(tree: Tree, grading: bool) -> subprocess.CompletedProcess:
     paths = [*course.lesson_notebooks(tree.lesson, tree.root),
              *course.lesson_notebooks(tree.lesson, tree.root, "notebooks")]
+    env = isolated_env(Path(tree.env["HOME"]), grading=grading)
+    env["PYTHONPATH"] = str(NBVAL_PLUGIN_DIR)
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "nbval_output_timeout",
+         "--nbval-lax", "--nbval-current-env",
          "--nbval-cell-timeout=300", f"--nbval-sanitize-with={tree.root / 'course' / 'nbval_sanitize.cfg'}",
          f"--rootdir={tree.root}", *map(str, paths)],
-        cwd=tree.root, env=isolated_env(Path(tree.env["HOME"]), grading=grading), capture_output=True, text=True,
+        cwd=tree.root, env=env, capture_output=True, text=True,
     )
 
 
