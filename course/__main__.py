@@ -47,20 +47,49 @@ def validate(names: list[str], extra: list[str], root: Path = ROOT, **run_kwargs
     return 0 if result.returncode == 0 and result.stdout.count(SUCCESS) == len(paths) else 1
 
 
-def questions(lesson: str, check: bool, root: Path = ROOT) -> int:
-    """Render a lesson's questions.toml into its source notebooks (check: only report what would change)."""
+def questions(lesson: str, check: bool, root: Path = ROOT, variant: int | None = None) -> int:
+    """Render a lesson's questions.toml into its source notebooks (check: only report what would change).
+
+    ``variant`` (a seed; default: the course setting ``LMLAB_COURSE_VARIANT``, else 0) permutes every
+    question's options, for grading with answer letters the public repository does not show.
+    """
     from course.questions import render_lesson
+    from lmlab.grading import course_variant
 
     try:
-        changed = render_lesson(root / "assessments" / _lessons([lesson], root)[0], check=check)
+        variant = course_variant() if variant is None else variant
+        changed = render_lesson(root / "assessments" / _lessons([lesson], root)[0], check=check, variant=variant)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    from course.questions import cue_report, load_questions, permute
+
+    toml = root / "assessments" / lesson / "questions.toml"
+    print(f"variant {variant}: {cue_report(permute(load_questions(toml), variant))}")
     for path in changed:
         print(f"{'out of date' if check else 'updated'}: {path.relative_to(root)}")
     if not changed:
         print("question cells are up to date")
     return 1 if check and changed else 0
+
+
+def wrong(names: list[str], root: Path = ROOT) -> int:
+    """Try every wrong solution of the lessons (default: all); 1 if one is missing or not caught."""
+    from course.wrong import check_lesson, lesson_problems, report
+
+    status = 0
+    for lesson in _lessons(names, root):
+        folder = root / "assessments" / lesson
+        problems = lesson_problems(folder)
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        if problems:
+            status = 1
+            continue
+        outcomes = check_lesson(folder)
+        print(f"{lesson}:\n{report(outcomes)}")
+        status = status or int(not all(o.caught for o in outcomes))
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("questions", help="render assessments/LESSON/questions.toml into the lesson's notebooks")
     p.add_argument("lesson")
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 if the cells are out of date")
+    p.add_argument("--variant", type=int, metavar="SEED", default=None,
+                   help="permute each question's options by this seed (0: as in questions.toml; default: "
+                        "the LMLAB_COURSE_VARIANT environment variable, else 0)")
     p = sub.add_parser("validate", help="run the source notebooks' tests, visible and hidden")
     p.add_argument("lessons", nargs="*", help="lesson folders (default: all)")
     p = sub.add_parser("collect", help="collect submissions: from course/grading/downloaded/LESSON/archive/ "
@@ -85,19 +117,24 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("bench", help="time and peak memory of each source notebook, normal and grading mode")
     p.add_argument("lessons", nargs="*", help="lesson folders (default: all)")
     p.add_argument("--student", action="store_true", help="run the student versions in notebooks/ instead")
+    p = sub.add_parser("wrong", help="run each exercise's tests against the lesson's wrong solutions "
+                                     "(assessments/LESSON/wrong_solutions.toml); exit 1 unless every one is caught")
+    p.add_argument("lessons", nargs="*", help="lesson folders (default: all)")
     sub.add_parser("nbgrader", help="any other nbgrader command, run in course/ (e.g. `nbgrader db student list`)")
 
     args, extra = parser.parse_known_args(argv)
     if args.command == "nbgrader":
         return nbgrader(extra).returncode
-    if extra and args.command in ("questions", "bench"):
+    if extra and args.command in ("questions", "bench", "wrong"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "release":
         return release(args.lessons, extra)
     if args.command == "questions":
-        return questions(args.lesson, args.check)
+        return questions(args.lesson, args.check, variant=args.variant)
     if args.command == "validate":
         return validate(args.lessons, extra)
+    if args.command == "wrong":
+        return wrong(args.lessons)
     if args.command == "collect":
         lesson = _lessons([args.lesson])[0]
         return nbgrader(["collect" if args.exchange else "zip_collect", lesson, *extra]).returncode

@@ -30,8 +30,10 @@ c.CourseDirectory.solution_directory = f"{GRADING}/solution"
 c.CourseDirectory.source_with_tests_directory = f"{GRADING}/source_with_tests"
 c.CourseDirectory.db_url = f"sqlite:///{ROOT / GRADING / 'gradebook.db'}"
 # Files of a lesson folder other than notebooks are copied to students and into grading;
-# questions.toml holds the answers, so it stays behind.
-c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "questions.toml"]
+# questions.toml holds the answers and wrong_solutions.toml the tests' fixtures, so they stay behind.
+c.CourseDirectory.ignore = [
+    ".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "questions.toml", "wrong_solutions.toml",
+]
 
 # `nbgrader zip_collect`: put submissions in course/grading/downloaded/<lesson>/archive/ as
 # <student_id>/<notebook>.ipynb, or as zip files holding that layout.

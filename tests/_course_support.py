@@ -80,6 +80,11 @@ B = "1"
 C = "4"
 D = "log 4"
 
+[question.why_not]
+A = "1/4 is the probability of each character, not its inverse."
+B = "A perplexity of 1 means the model is certain of every character."
+D = "log 4 is the cross-entropy in nats; perplexity is its exponential."
+
 [[question]]
 id = "q2"
 concept = "cross-entropy"
@@ -90,8 +95,12 @@ explanation = "The mean negative log-likelihood of each next token given the tru
 
 [question.options]
 A = "The mean negative log-likelihood of the next token"
-B = "The accuracy of greedy decoding"
-C = "The number of parameters"
+B = "The error rate of greedy decoding on the data"
+C = "The squared error of the logits against one-hot targets"
+
+[question.why_not]
+B = "Greedy decoding is not part of training; its accuracy has no gradient."
+C = "Squared error on logits is a regression loss; the language model's loss is the log-likelihood."
 '''
 
 # points of each graded part of the example, by grade_id
