@@ -222,7 +222,7 @@ def test_questions_command_checks_and_renders(tmp_path, capsys):
 @pytest.mark.skipif(not LESSONS_WITH_QUESTIONS, reason="no lesson has a questions.toml yet")
 @pytest.mark.parametrize("name", LESSONS_WITH_QUESTIONS)
 def test_lesson_question_cells_are_up_to_date(name):
-    changed = render_lesson(course.ROOT / "assessments" / name, check=True)
+    changed = render_lesson(course.ROOT / "assessments" / name, check=True, variant=course_variant())
     assert changed == [], f"run `python -m course questions {name}` and then `python -m course release {name}`"
 
 
