@@ -298,3 +298,43 @@ def test_cuda_matches_cpu():
     cpu = model(idx).logits
     gpu = model.to("cuda")(idx.cuda()).logits.cpu()
     torch.testing.assert_close(gpu, cpu, atol=1e-4, rtol=1e-4)
+
+
+# --- attention weights, against transformers' explicit ("eager") attention -------------------------------
+
+
+def test_attention_weights_match_transformers_eager_attention():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    hf_cfg = transformers.GPT2Config(vocab_size=40, n_positions=16, n_embd=32, n_layer=2, n_head=4,
+                                     activation_function="gelu", attn_implementation="eager")
+    hf = transformers.GPT2LMHeadModel(hf_cfg).eval()
+    ours = GPT.from_hf_gpt2(hf).eval()
+    idx = torch.randint(0, 40, (3, 11))
+    with torch.no_grad():
+        theirs = torch.stack(hf(idx, output_attentions=True).attentions)  # (n_layer, B, nh, T, T)
+    mine = ours.attention_weights(idx)
+    assert mine.shape == (2, 3, 4, 11, 11)
+    torch.testing.assert_close(mine, theirs, atol=1e-6, rtol=1e-5)
+
+
+def test_attention_weights_are_causal_rows_of_probabilities_and_reproduce_the_forward():
+    model = GPT(GPTConfig(vocab_size=20, block_size=12, n_layer=2, n_head=2, n_embd=16)).train()
+    idx = torch.randint(0, 20, (2, 9))
+    w = model.attention_weights(idx)
+    assert model.training, "the model's mode is restored"
+    torch.testing.assert_close(w.sum(-1), torch.ones(2, 2, 2, 9))
+    assert torch.all(w.triu(diagonal=1) == 0), "no weight on later positions"
+    assert torch.allclose(w[:, :, :, 0, 0], torch.ones(())), "the first position can only look at itself"
+    # the first layer's output, rebuilt from its weights, equals the attention sublayer's output
+    model.eval()
+    block = model.transformer.h[0]
+    x = model.transformer.wte(idx) + model.transformer.wpe(torch.arange(9))
+    h = block.ln_1(x)
+    v = block.attn.c_attn(h).split(16, dim=-1)[2].view(2, 9, 2, 8).transpose(1, 2)  # (B, nh, T, hs)
+    y = (w[0] @ v).transpose(1, 2).reshape(2, 9, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(block.attn.c_proj(y), block.attn(h), atol=1e-6, rtol=1e-5)
+    for bad in (torch.zeros(2, 13, dtype=torch.long), torch.zeros(9, dtype=torch.long), torch.zeros(1, 3)):
+        with pytest.raises(ValueError, match="attention_weights"):
+            model.attention_weights(bad)

@@ -74,3 +74,37 @@ def test_clear_message_without_ipywidgets(monkeypatch, source):
     monkeypatch.setitem(sys.modules, "ipywidgets", None)
     with pytest.raises(ImportError, match="pip install ipywidgets"):
         widgets.next_token_viewer(source.as_model(), source)
+
+
+def test_attention_viewer_draws_the_chosen_head(monkeypatch):
+    import numpy as np
+
+    from lmlab.lessons.objective import attention_map
+    from lmlab.models import GPT, GPTConfig
+    from lmlab.text import CharTokenizer
+
+    tok = CharTokenizer.from_text("abc d")
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=8, n_layer=2, n_head=2, n_embd=16)).eval()
+    viewer = widgets.attention_viewer(model, tok, text="ab cab", layer=1, head=0)
+    text, layer, head = viewer.children[:3]
+    assert (text.value, layer.max, head.max) == ("ab cab", 1, 1)
+    monkeypatch.setattr(plt, "show", lambda: None)
+    widgets.show_attention(model, tok, "abcd dcba", layer=1, head=1)  # 9 characters: the last 8 are read
+    image = plt.gcf().axes[0].images[0].get_array()
+    labels, weights = attention_map(model, tok, "abcd dcba", layer=1, head=1)
+    assert "".join(labels) == "bcd dcba" and weights.shape == (8, 8)
+    lower = ~np.triu(np.ones((8, 8), dtype=bool), 1)
+    assert np.allclose(np.asarray(image)[lower], weights[lower]) and np.allclose(weights.sum(1), 1, atol=1e-6)
+    assert np.asarray(image.mask)[~lower].all(), "the masked upper triangle is left blank"
+
+
+def test_attention_map_explains_bad_input(capsys):
+    from lmlab.models import GPT, GPTConfig
+    from lmlab.text import CharTokenizer
+
+    tok = CharTokenizer.from_text("ab")
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=4, n_layer=1, n_head=2, n_embd=8))
+    widgets.show_attention(model, tok, "")
+    assert "cannot show this text" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="layer"):
+        widgets.attention_map(model, tok, "ab", layer=1)

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lmlab.lm import HiddenLMOutput, LMOutput, lm_loss
+from lmlab.lm import HiddenLMOutput, LMOutput, eval_mode, lm_loss
 from lmlab.models.cache import KVCache
 
 __all__ = ["GPTConfig", "GPT", "PRESETS", "ATTENTION_KINDS", "ATTENTION_IMPLS"]
@@ -175,22 +175,36 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side
         return self.resid_dropout(self.c_proj(y))
 
+    def weights(self, x: torch.Tensor) -> torch.Tensor:
+        """The attention weights of input x (B, T, C) (the block's normalised input): (B, nh, T, T).
+
+        ``weights[b, h, t, s]`` is how much position t's query draws on position s's value in head h:
+        softmax over s of q_t · k_s / sqrt(hs), 0 for s > t (explicit formula, whatever ``attention_impl``).
+        """
+        B, T, C = x.shape
+        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
+        q, k, _ = qkv.unbind(0)  # each (B, nh, T, hs)
+        return F.softmax(self._scores(q, k), dim=-1)
+
+    def _scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """Masked, scaled scores Q Kᵀ / sqrt(hs) + M (B, nh, T, S); M is 0 where a query may look, else -inf."""
+        T, S, hs = q.shape[2], k.shape[2], q.shape[3]
+        bias = torch.zeros(T, S, device=q.device, dtype=q.dtype)
+        bias = bias.masked_fill(~_causal_mask(T, S, q.device), float("-inf"))  # (T, S)
+        B, nh = q.shape[:2]
+        return torch.baddbmm(
+            bias.expand(B * nh, T, S), q.reshape(B * nh, T, hs), k.reshape(B * nh, S, hs).transpose(1, 2),
+            alpha=1.0 / math.sqrt(hs),
+        ).view(B, nh, T, S)
+
     def _naive(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Scaled dot-product attention written out: softmax(Q Kᵀ / sqrt(hs) + M) V (Vaswani et al. 2017, eq. 1).
 
         M is the causal mask as an additive bias: 0 where a query may look, -inf where it may not, so
         those keys get probability exactly 0 after the softmax.
         """
-        T, S, hs = q.shape[2], k.shape[2], q.shape[3]
-        bias = torch.zeros(T, S, device=q.device, dtype=q.dtype)
-        bias = bias.masked_fill(~_causal_mask(T, S, q.device), float("-inf"))  # (T, S)
-        B, nh = q.shape[:2]
         # scores = q @ k.transpose(-2, -1) / sqrt(hs) + bias, as one fused call on B*nh matrices
-        scores = torch.baddbmm(
-            bias.expand(B * nh, T, S), q.reshape(B * nh, T, hs), k.reshape(B * nh, S, hs).transpose(1, 2),
-            alpha=1.0 / math.sqrt(hs),
-        ).view(B, nh, T, S)
-        weights = F.softmax(scores, dim=-1)  # each row sums to 1 over the visible keys
+        weights = F.softmax(self._scores(q, k), dim=-1)  # each row sums to 1 over the visible keys
         weights = self.attn_dropout(weights)
         return weights @ v  # (B, nh, T, hs)
 
@@ -361,6 +375,29 @@ class GPT(nn.Module):
         if targets is not None:
             loss = lm_loss(logits, targets, loss_mask=loss_mask, reduction=reduction)
         return HiddenLMOutput(logits, loss, x) if return_hidden else LMOutput(logits, loss)
+
+    @torch.no_grad()
+    def attention_weights(self, idx: torch.Tensor) -> torch.Tensor:
+        """Every head's attention weights on ids (B, T): (n_layer, B, n_head, T, T), rows summing to 1.
+
+        ``out[l, b, h, t, s]`` is the weight that position t puts on position s in head h of layer l
+        (0 for s > t: the causal mask), computed with the explicit formula of
+        :meth:`CausalSelfAttention.weights` while the blocks run as in :meth:`forward` (eval mode: no
+        dropout). T at most block_size.
+        """
+        if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.is_floating_point():
+            raise ValueError("attention_weights needs a (B, T) tensor of integer token ids")
+        B, T = idx.shape
+        if not 1 <= T <= self.config.block_size:
+            raise ValueError(f"attention_weights reads 1 to block_size={self.config.block_size} tokens, got {T}")
+        with eval_mode(self, no_grad=True):
+            pos = torch.arange(T, device=idx.device)
+            x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, T, C)
+            out = []
+            for block in self.transformer.h:
+                out.append(block.attn.weights(block.ln_1(x)))  # (B, nh, T, T)
+                x = block(x)
+        return torch.stack(out)
 
     def new_cache(self, batch_size: int = 1, max_len: int | None = None) -> KVCache:
         """An empty :class:`~lmlab.models.cache.KVCache` for up to ``max_len`` tokens (default and at most

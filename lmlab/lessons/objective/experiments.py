@@ -51,6 +51,7 @@ __all__ = [
     "future_token_effect",
     "parameter_counts",
     "shape_trace",
+    "attention_map",
     "conditional_entropies",
     "best_window_loss",
     "lr_sweep",
@@ -354,6 +355,28 @@ def shape_trace(model: GPT, idx: torch.Tensor) -> list[tuple[str, tuple[int, ...
 
 
 # ---------------------------------------------------------------------------------------------- known language
+def attention_map(
+    model: GPT, tokenizer: Any, text: str, *, layer: int = 0, head: int = 0
+) -> tuple[list[str], np.ndarray]:
+    """Where each position of ``text`` looks in one attention head: (token labels, weights (T, T)).
+
+    ``weights[t, s]`` is the weight position t puts on position s (rows sum to 1, 0 above the diagonal:
+    :meth:`lmlab.models.GPT.attention_weights`). Only the last ``context_limit`` tokens are read.
+    """
+    if not isinstance(model, GPT):
+        raise TypeError(f"attention_map needs an lmlab GPT, got {type(model).__name__}")
+    n_layer, n_head = model.config.n_layer, model.config.n_head
+    check_int("layer", layer, 0, n_layer - 1)
+    check_int("head", head, 0, n_head - 1)
+    ids = list(tokenizer.encode(text))[-model.context_limit :]
+    if not ids:
+        raise ValueError("text is empty after encoding; type at least one character the tokenizer knows")
+    idx = torch.tensor([ids], dtype=torch.long, device=model_device(model))
+    check_vocab(idx, model.vocab_size, "text")
+    weights = model.attention_weights(idx)[layer, 0, head].float().cpu().numpy()  # (T, T)
+    return [tokenizer.decode([i]) for i in ids], weights
+
+
 def _entropy(p: np.ndarray) -> float:
     p = p[p > 0]
     return float(-(p * np.log(p)).sum())

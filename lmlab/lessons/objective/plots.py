@@ -1,4 +1,5 @@
-"""Lesson 01's figures: next-token distributions, a bigram fit, a learning-rate sweep, a running product.
+"""Lesson 01's figures: next-token distributions, a bigram fit, a learning-rate sweep, a running product,
+an attention map.
 
 Each draws on the ``ax`` it is given (or a new one) and returns it; the numbers come from the lesson's
 experiments (:mod:`lmlab.lessons.objective.experiments`).
@@ -15,7 +16,7 @@ import torch
 
 from lmlab.plots import new_axes
 
-__all__ = ["plot_next_tokens", "plot_bigram_fit", "plot_lr_sweep", "plot_running_product"]
+__all__ = ["plot_next_tokens", "plot_bigram_fit", "plot_lr_sweep", "plot_running_product", "plot_attention"]
 
 
 def plot_next_tokens(
@@ -145,4 +146,34 @@ def plot_running_product(probs: Any, *, ax: Any = None) -> Any:
     ax.set_ylabel("log10 p(x_1 .. x_n)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+    return ax
+
+
+def _label(token: str) -> str:
+    return {"\n": "\\n", " ": "␣", "\t": "\\t"}.get(token, token)
+
+
+def plot_attention(labels: Sequence[str], weights: Any, *, ax: Any = None, title: str | None = None) -> Any:
+    """Heatmap of one head's attention weights (T, T): row t = where position t looks, column s = position s.
+
+    ``labels`` are the T tokens (spaces drawn as ␣); :func:`lmlab.lessons.objective.attention_map` gives
+    both. Weights are on a 0 to 1 colour scale; the empty upper triangle is the causal mask.
+    """
+    w = np.asarray(weights, dtype=float)
+    if w.ndim != 2 or w.shape[0] != w.shape[1] or w.shape[0] != len(labels):
+        raise ValueError(f"weights must have shape (T, T) with T = len(labels) = {len(labels)}, got {w.shape}")
+    T = len(labels)
+    size = min(7.0, max(3.0, 0.28 * T + 1.5))
+    ax = new_axes(ax, figsize=(size + 0.8, size))
+    image = ax.imshow(np.where(np.triu(np.ones_like(w), 1) > 0, np.nan, w), vmin=0.0, vmax=1.0, cmap="viridis")
+    ticks = [_label(t) for t in labels]
+    ax.set_xticks(range(T))
+    ax.set_xticklabels(ticks, fontsize=7)
+    ax.set_yticks(range(T))
+    ax.set_yticklabels(ticks, fontsize=7)
+    ax.set_xlabel("position looked at (key)")
+    ax.set_ylabel("position looking (query)")
+    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="attention weight")
+    if title:
+        ax.set_title(title)
     return ax

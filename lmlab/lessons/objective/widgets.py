@@ -8,6 +8,10 @@
   :func:`~lmlab.lessons.objective.experiments.diagnose_run`, picture:
   :func:`~lmlab.lessons.objective.plots.plot_lr_sweep`).
 
+- :func:`attention_viewer`: pick a layer, a head and a text, see where each position looks (logic:
+  :func:`~lmlab.lessons.objective.experiments.attention_map`, picture:
+  :func:`~lmlab.lessons.objective.plots.plot_attention`).
+
 Each returns an ``ipywidgets.interactive``: the last expression of a cell shows it.
 """
 
@@ -18,11 +22,11 @@ from typing import Any
 
 import torch.nn as nn
 
-from lmlab.lessons.objective.experiments import compare_next_tokens, diagnose_run
-from lmlab.lessons.objective.plots import plot_lr_sweep, plot_next_tokens
+from lmlab.lessons.objective.experiments import attention_map, compare_next_tokens, diagnose_run
+from lmlab.lessons.objective.plots import plot_attention, plot_lr_sweep, plot_next_tokens
 from lmlab.widgets import require_ipywidgets
 
-__all__ = ["next_token_viewer", "lr_explorer", "describe_lr_run"]
+__all__ = ["next_token_viewer", "lr_explorer", "describe_lr_run", "attention_viewer", "show_attention"]
 
 
 def _show_next_tokens(models: Mapping[str, nn.Module], tokenizer: Any, text: str, k: int) -> None:
@@ -93,3 +97,29 @@ def lr_explorer(results: Mapping[float, Sequence[float]]) -> Any:
         lr=w.SelectionSlider(options=[(f"{lr:g}", lr) for lr in lrs], value=middle, description="learning rate",
                              continuous_update=False, style={"description_width": "initial"}),
     )  # fmt: skip
+
+
+def show_attention(model: Any, tokenizer: Any, text: str, layer: int = 0, head: int = 0) -> None:
+    """Draw one head's attention map of ``text`` (or say why it cannot be drawn)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        labels, weights = attention_map(model, tokenizer, text, layer=layer, head=head)
+    except ValueError as err:  # empty text, unknown character
+        print(f"cannot show this text: {err}")
+        return
+    ax = plot_attention(labels, weights, title=f"layer {layer}, head {head}")
+    ax.figure.tight_layout()
+    plt.show()
+
+
+def attention_viewer(model: Any, tokenizer: Any, *, text: str = "", layer: int = 0, head: int = 0) -> Any:
+    """A text box and layer/head sliders over :func:`show_attention` for an lmlab GPT."""
+    w = require_ipywidgets()
+    n_layer, n_head = model.config.n_layer, model.config.n_head
+    return w.interactive(
+        lambda text, layer, head: show_attention(model, tokenizer, text, layer, head),
+        text=w.Text(value=text, description="text", continuous_update=False, layout=w.Layout(width="60%")),
+        layer=w.IntSlider(value=layer, min=0, max=n_layer - 1, description="layer", continuous_update=False),
+        head=w.IntSlider(value=head, min=0, max=n_head - 1, description="head", continuous_update=False),
+    )
