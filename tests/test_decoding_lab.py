@@ -24,19 +24,28 @@ from lmlab.generation import beam_search, distinct_n, greedy, sample, sample_bat
 from lmlab.lessons.decoding import (  # noqa: E402  # noqa: E402
     BeamWidthRow,
     CacheTimingRow,
+    ErrorRecord,
+    LengthRow,
     QualityRow,
+    beam_search_cost,
     beam_width_sweep,
     cache_timing,
+    error_records,
+    find_loop,
+    kv_cache_size,
     length_study,
     lesson_source,
     plot_beam_sweep,
     plot_cache_timing,
     plot_draws,
+    plot_lengths,
     plot_quality_diversity,
+    plot_search_and_model_errors,
     plot_warp_stages,
     quality_diversity,
     search_and_model_errors,
     search_space_size,
+    summarize_errors,
     train_on_source,
     warp_stages,
 )
@@ -114,6 +123,54 @@ def test_search_space_size_counts_every_sequence():
 def test_search_space_size_rejects_bad_input(args):
     with pytest.raises(ValueError):
         search_space_size(*args)
+
+
+# ---------------------------------------------------------------------------------------------- loops
+def _brute_loop(tokens, max_period, min_repeats):
+    """The definition of find_loop, checked position by position: smallest period, earliest start."""
+    n = len(tokens)
+    for p in range(1, max_period + 1):
+        for start in range(n):
+            if n - start >= min_repeats * p and all(tokens[i] == tokens[i - p] for i in range(start + p, n)):
+                return p, start
+    return None
+
+
+def test_find_loop_hand_examples():
+    assert find_loop([5, 1, 2, 3, 1, 2, 3, 1, 2, 3]) == (3, 1)
+    assert find_loop([1, 2, 1, 2, 1, 2]) == (2, 0)
+    assert find_loop([4, 4, 4]) == (1, 0)
+    assert find_loop([4, 4]) is None  # two repeats are fewer than the default three
+    assert find_loop([4, 4], min_repeats=2) == (1, 0)
+    assert find_loop([1, 2, 3, 1, 2, 3, 1, 2, 3], max_period=2) is None  # its period 3 is over the limit
+    assert find_loop([1, 2, 3, 4, 5, 6]) is None and find_loop([]) is None
+    assert find_loop(torch.tensor([0, 7, 7, 7, 7])) == (1, 1)  # a tensor works too
+    assert find_loop([1, 2, 1, 2, 1, 2, 1, 2, 3]) is None  # the loop must last to the end
+
+
+def test_find_loop_against_its_definition():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        head = rng.integers(0, 3, size=int(rng.integers(0, 6))).tolist()
+        cycle = rng.integers(0, 3, size=int(rng.integers(1, 5))).tolist()
+        tokens = head + cycle * int(rng.integers(0, 5)) + cycle[: int(rng.integers(0, len(cycle) + 1))]
+        for max_period, min_repeats in [(16, 3), (3, 2), (1, 4)]:
+            expected = _brute_loop(tokens, max_period, min_repeats)
+            assert find_loop(tokens, max_period=max_period, min_repeats=min_repeats) == expected, tokens
+
+
+def test_find_loop_on_greedy_and_sampled_text():
+    src = lesson_source()
+    out = greedy(src.as_model(), [1, 2], max_new_tokens=60)  # order 2: the choice depends on 2 words only
+    loop = find_loop(out)
+    assert loop is not None and loop[0] <= 144
+    assert find_loop(src.sample(200, generator=0)) is None
+
+
+@pytest.mark.parametrize("kwargs", [{"max_period": 0}, {"min_repeats": 1}, {"max_period": 2.0}])
+def test_find_loop_rejects_bad_options(kwargs):
+    with pytest.raises(ValueError):
+        find_loop([1, 1, 1], **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------- greedy
@@ -352,6 +409,30 @@ def test_beam_width_sweep_found_optimum_counts_optimal_outputs():
     assert rows[-1].found_optimum == 1.0
 
 
+@pytest.mark.parametrize("V", [2, 3, 5])
+def test_beam_search_cost_counts_the_model_calls(V):
+    src = MarkovSource(V, 1, seed=V)
+    for K in (1, 2, 3, 4, 7, 12):
+        for n in (1, 2, 3, 5):
+            [_], tree = beam_search(src.as_model(), [0], num_beams=K, max_new_tokens=n, length_penalty=0.0,
+                                    early_stopping="never", return_tree=True)  # fmt: skip
+            assert beam_search_cost(K, n, V) == tree.expansions, (K, n, V)
+            if K <= V:
+                assert beam_search_cost(K, n, V) == 1 + K * (n - 1)
+
+
+def test_beam_search_cost_rejects_bad_input():
+    for args in [(0, 3, 4), (2, 0, 4), (2, 3, 0), (2.0, 3, 4)]:
+        with pytest.raises(ValueError):
+            beam_search_cost(*args)
+
+
+def test_beam_width_sweep_cost_is_beam_search_cost():
+    src = MarkovSource(3, 1, seed=1)
+    rows = beam_width_sweep(src, [[0], [2]], [1, 2, 5], max_new_tokens=4)
+    assert [r.expansions for r in rows] == [beam_search_cost(k, 4, 3) for k in (1, 2, 5)]
+
+
 def test_beam_width_sweep_rejects_bad_input(source):
     with pytest.raises(ValueError):
         beam_width_sweep(source, [], [1], max_new_tokens=2)
@@ -411,6 +492,42 @@ def test_search_and_model_errors_with_a_wrong_model(source):
     assert exact.true_logprob < statistics.fmean(lp for _, lp, _ in true_best)
 
 
+def test_error_records_prompt_by_prompt(source):
+    T, wrong = 3, MarkovSource(4, 1, seed=10)
+    records = error_records(wrong.as_model(), source, PROMPTS, max_new_tokens=T, beam_widths=(3,))
+    assert all(isinstance(r, ErrorRecord) for r in records)
+    assert [(r.prompt, r.decoder) for r in records] == [
+        (tuple(p), d) for p in PROMPTS for d in ("greedy", "beam 3", "exact")
+    ]
+    for r in records:
+        p = list(r.prompt)
+        model_best, model_best_lp, _ = _brute_best(wrong, p, T)
+        truth_best, true_best_lp, _ = _brute_best(source, p, T)
+        assert len(r.generated) == T
+        assert r.model_logprob == pytest.approx(_logprob_of(wrong, p, r.generated), abs=1e-9)
+        assert r.true_logprob == pytest.approx(_logprob_of(source, p, r.generated), abs=1e-9)
+        assert r.model_best == pytest.approx(model_best_lp, abs=1e-9)
+        assert r.true_best == pytest.approx(true_best_lp, abs=1e-9)
+        assert r.truth_best == (list(r.generated) == truth_best)
+        assert r.search_error == (r.model_logprob < model_best_lp - 1e-6)
+        if r.decoder == "exact":
+            assert list(r.generated) == model_best and not r.search_error
+        if r.decoder == "greedy":
+            assert list(r.generated) == greedy(wrong.as_model(), p, max_new_tokens=T)[len(p) :]
+    # the summary is the mean of the records, and what search_and_model_errors returns
+    rows = summarize_errors(records)
+    assert rows == search_and_model_errors(wrong.as_model(), source, PROMPTS, max_new_tokens=T, beam_widths=(3,))
+    for row in rows:
+        mine = [r for r in records if r.decoder == row.decoder]
+        assert row.search_errors == statistics.fmean(r.search_error for r in mine)
+        assert row.true_optimum == statistics.fmean(r.truth_best for r in mine)
+        assert row.true_logprob == pytest.approx(statistics.fmean(r.true_logprob for r in mine))
+    with pytest.raises(ValueError):
+        summarize_errors([])
+    with pytest.raises(TypeError):
+        summarize_errors(rows)
+
+
 def test_search_and_model_errors_rejects_bad_input(source):
     with pytest.raises(ValueError):
         search_and_model_errors(source.as_model(), source, [], max_new_tokens=2)
@@ -451,6 +568,19 @@ def test_length_study_exact_is_the_most_probable_complete_output(seed):
         assert 1 <= r.mean_length <= T and 0.0 <= r.hit_limit <= 1.0
         assert r.mean_logprob <= exact.mean_logprob + 1e-5  # beam rows are float32 sums
     assert rows[1:4] != rows[4:]  # the rows differ: not one decoder copied
+
+
+def test_length_study_keeps_every_length():
+    src, prompts, rows = _length_rows(0)
+    for r in rows:
+        per_prompt = 3 if r.decoder == "sampling" else 1
+        assert isinstance(r, LengthRow) and len(r.lengths) == per_prompt * len(prompts)
+        assert all(type(n) is int and 1 <= n <= 5 for n in r.lengths)
+        assert r.mean_length == pytest.approx(statistics.fmean(r.lengths))
+    exact = rows[0]
+    for p, n in zip(prompts, exact.lengths, strict=True):
+        outs = list(_complete_outputs(4, 0, 5))
+        assert n == len(outs[int(np.argmax([_logprob_of(src, p, o) for o in outs]))])
 
 
 def test_length_study_no_row_beats_exact_search():
@@ -604,6 +734,42 @@ def test_plot_beam_sweep_lines():
     assert [t.get_text() for t in axes[0].texts] == ["25% optimal", "50% optimal", "100% optimal"]
 
 
+def test_plot_search_and_model_errors_points():
+    def rec(decoder, model_lp, true_lp, model_best, true_best, truth_best):
+        return ErrorRecord(decoder, (1,), (2, 3), model_lp, true_lp, model_best, true_best, truth_best)
+
+    records = [rec("greedy", -3.0, -3.5, -2.0, -2.5, False), rec("exact", -2.0, -2.5, -2.0, -2.5, True),
+               rec("greedy", -1.0, -1.2, -1.0, -1.1, False), rec("exact", -1.0, -1.3, -1.0, -1.1, False)]  # fmt: skip
+    left, right = plot_search_and_model_errors(records)
+    [greedy_points] = left.collections
+    np.testing.assert_array_equal(greedy_points.get_offsets(), [[-2.0, -3.0], [-1.0, -1.0]])
+    assert greedy_points.get_label() == "greedy: 1 of 2 below"
+    [exact_points] = right.collections
+    np.testing.assert_array_equal(exact_points.get_offsets(), [[-2.5, -2.5], [-1.1, -1.3]])
+    assert exact_points.get_label() == "exact search: 1 of 2 below"
+    for ax in (left, right):
+        [diagonal] = ax.get_lines()
+        np.testing.assert_array_equal(diagonal.get_xdata(), diagonal.get_ydata())
+    with pytest.raises(ValueError):
+        plot_search_and_model_errors([])
+
+
+def test_plot_lengths_panels():
+    rows = [LengthRow("exact search", 1.5, -1.0, 0.0, (1, 2, 1, 2)), LengthRow("beam", 4.0, -3.0, 0.5, (4, 4)),
+            LengthRow("sampling", 2.5, -2.0, 0.0, (1, 2, 3, 4))]  # fmt: skip
+    axes = plot_lengths(rows, bin_width=1, reference_label="the truth")
+    assert len(axes) == 2 and [ax.get_title() for ax in axes] == ["exact search", "beam"]
+    heights = [p.get_height() for p in axes[0].patches]
+    assert heights[:4] == pytest.approx([0.25, 0.25, 0.25, 0.25])  # the reference: one length of four in each bin
+    assert heights[4:] == pytest.approx([0.5, 0.5, 0.0, 0.0])  # exact search: half 1, half 2
+    assert [p.get_height() for p in axes[1].patches][4:] == pytest.approx([0.0, 0.0, 0.0, 1.0])
+    assert axes[0].get_legend().get_texts()[0].get_text() == "the truth: mean 2.5"
+    with pytest.raises(ValueError, match="no row named"):
+        plot_lengths(rows[:2])
+    with pytest.raises(ValueError):
+        plot_lengths([*rows, LengthRow("no lengths", 1.0, -1.0, 0.0)])
+
+
 def test_plot_quality_diversity_groups_settings():
     rows = [QualityRow("temperature 0.5", {}, -1.0, 0.2), QualityRow("temperature 1", {}, -1.5, 0.5),
             QualityRow("top-p 0.9", {}, -1.2, 0.4), QualityRow("temperature 2", {}, -2.5, 0.9)]  # fmt: skip
@@ -708,6 +874,23 @@ def test_cache_timing_counts_the_tokens_read(tiny_gpt):
     rows = cache_timing(tiny_gpt, prompt, [1, 5], repeats=1)
     assert [r.new_tokens for r in rows] == [1, 5]
     assert [r.tokens_read_no_cache for r in rows] == [3, 25]
+
+
+def test_kv_cache_size_is_what_the_gpt_cache_holds():
+    for n_layer, n_head, n_embd, length, batch in [(1, 2, 16, 7, 1), (3, 4, 32, 20, 2), (2, 1, 8, 1, 3)]:
+        model = GPT(GPTConfig(vocab_size=12, block_size=32, n_layer=n_layer, n_head=n_head, n_embd=n_embd))
+        cache = model.new_cache(batch_size=batch, max_len=length)
+        held = sum(t.numel() for t in cache.k + cache.v)
+        assert kv_cache_size(n_layer=n_layer, n_kv_head=n_head, head_size=n_embd // n_head, length=length,
+                             batch_size=batch) == held  # fmt: skip
+        assert held == 2 * n_layer * batch * length * n_embd  # every head keeps its own: the width per token
+    # grouped-query attention keeps fewer: 8 key/value heads of 128 instead of 64
+    assert kv_cache_size(n_layer=80, n_kv_head=8, head_size=128, length=1) * 8 == \
+        kv_cache_size(n_layer=80, n_kv_head=64, head_size=128, length=1)
+    assert kv_cache_size(n_layer=1, n_kv_head=1, head_size=1, length=0) == 0
+    for bad in [{"n_layer": 0}, {"length": -1}, {"head_size": 2.0}, {"batch_size": 0}]:
+        with pytest.raises(ValueError):
+            kv_cache_size(**{"n_layer": 2, "n_kv_head": 2, "head_size": 4, "length": 3, **bad})
 
 
 def test_cache_timing_rejects_what_does_not_fit(tiny_gpt):

@@ -2,13 +2,16 @@
 
 Each function is one idea of the lesson, small enough to read in a minute:
 
-- the size of the search space (:func:`search_space_size`);
+- the size of the search space (:func:`search_space_size`), where a decoded text settles into a loop
+  (:func:`find_loop`), what beam search costs (:func:`beam_search_cost`) and what a KV cache holds
+  (:func:`kv_cache_size`);
 - what each sampling knob does to one distribution, stage by stage (:func:`warp_stages`);
 - experiments on a language whose true distribution is known (:class:`lmlab.text.synthetic.MarkovSource`):
   beam width against the probability found and its cost (:func:`beam_width_sweep`), search error against
-  model error (:func:`search_and_model_errors`), why the most probable sentence is short and what the
-  length penalty does (:func:`length_study`), quality against diversity as the sampling knobs move
-  (:func:`quality_diversity`), and what the KV cache saves per token (:func:`cache_timing`).
+  model error, prompt by prompt (:func:`error_records`) and summed up (:func:`search_and_model_errors`), why
+  the most probable sentence is short and what the length penalty does (:func:`length_study`), quality
+  against diversity as the sampling knobs move (:func:`quality_diversity`), and what the KV cache saves per
+  token (:func:`cache_timing`).
 
 The decoders themselves are the library's (:mod:`lmlab.generation`); the lesson's exercises (a greedy loop,
 one beam step, the top-p filter, distinct n-grams) are solved only in the instructor's notebook.
@@ -41,10 +44,16 @@ __all__ = [
     "lesson_source",
     "train_on_source",
     "search_space_size",
+    "find_loop",
+    "beam_search_cost",
+    "kv_cache_size",
     "warp_stages",
     "BeamWidthRow",
     "beam_width_sweep",
+    "ErrorRecord",
+    "error_records",
     "ErrorRow",
+    "summarize_errors",
     "search_and_model_errors",
     "LengthRow",
     "length_study",
@@ -105,6 +114,63 @@ def search_space_size(vocab_size: int, length: int) -> int:
     GPT-2's 50,257 tokens give about 10**94 continuations of 20 tokens.
     """
     return check_int("vocab_size", vocab_size, 1) ** check_int("length", length, 0)
+
+
+def find_loop(
+    tokens: Sequence[int] | torch.Tensor, *, max_period: int = 16, min_repeats: int = 3
+) -> tuple[int, int] | None:
+    """Where ``tokens`` settle into a loop that lasts to the end: ``(period, start)``, or None if they do not.
+
+    The loop is the smallest period p <= ``max_period`` such that ``tokens[start:]`` repeats with period p
+    (``tokens[i] == tokens[i - p]`` for every i >= start + p) over at least ``min_repeats`` full periods;
+    ``start`` is the earliest position from which that holds. Greedy decoding with a model whose next-token
+    choice depends only on the last few tokens must end in such a loop; text sampled from an ergodic source
+    almost never does.
+    """
+    check_int("max_period", max_period, 1)
+    check_int("min_repeats", min_repeats, 2)
+    toks = [int(t) for t in (tokens.tolist() if isinstance(tokens, torch.Tensor) else tokens)]
+    n = len(toks)
+    for p in range(1, max_period + 1):
+        i = n - 1  # walk back while the token equals the one p positions earlier
+        while i - p >= 0 and toks[i] == toks[i - p]:
+            i -= 1
+        start = max(i + 1 - p, 0)  # tokens[start:] repeats with period p
+        if n - start >= min_repeats * p:
+            return p, start
+    return None
+
+
+def beam_search_cost(num_beams: int, max_new_tokens: int, vocab_size: int) -> int:
+    """The next-token distributions beam search computes for ``max_new_tokens`` tokens, with no end token.
+
+    Beam search starts from the prompt alone: step 1 computes one distribution; step t + 1 computes one per
+    running beam, and after t steps only V**t prefixes exist, so there are min(K, V**t) of them. In all
+    1 + sum_{t=1}^{n-1} min(K, V**t), which is 1 + K (n - 1) whenever K <= V (lmlab's
+    :func:`~lmlab.generation.beam_search`, like transformers', runs no placeholder beams).
+    """
+    K = check_int("num_beams", num_beams, 1)
+    n = check_int("max_new_tokens", max_new_tokens, 1)
+    V = check_int("vocab_size", vocab_size, 1)
+    return 1 + sum(min(K, V**t) for t in range(1, n))
+
+
+def kv_cache_size(*, n_layer: int, n_kv_head: int, head_size: int, length: int, batch_size: int = 1) -> int:
+    """How many numbers a KV cache holds: 2 x n_layer x batch_size x length x n_kv_head x head_size.
+
+    Every layer keeps, for every cached token, one key and one value vector of ``head_size`` numbers per
+    key/value head (the accounting of Pope et al. 2023, "Efficiently Scaling Transformer Inference", MLSys,
+    sec. 2 and 3.3). With multi-head attention every head keeps its own keys and values: ``n_kv_head`` is the
+    number of heads and ``n_kv_head * head_size`` the model's width, as in lmlab's GPT. Multi-query attention
+    (Shazeer 2019) keeps one key/value head per layer, grouped-query attention (Ainslie et al. 2023) a few.
+    Multiply by the bytes per number (2 in 16-bit precision) for the memory.
+    """
+    n_layer = check_int("n_layer", n_layer, 1)
+    n_kv_head = check_int("n_kv_head", n_kv_head, 1)
+    head_size = check_int("head_size", head_size, 1)
+    length = check_int("length", length, 0)
+    batch_size = check_int("batch_size", batch_size, 1)
+    return 2 * n_layer * batch_size * length * n_kv_head * head_size
 
 
 # ---------------------------------------------------------------------------------------------- sampling knobs
@@ -208,6 +274,75 @@ def beam_width_sweep(
 
 
 @dataclass(frozen=True)
+class ErrorRecord:
+    """One decoder's output for one prompt, judged by the model and by the truth (log-probabilities in nats)."""
+
+    decoder: str  # "greedy", "beam 4", "exact"
+    prompt: tuple[int, ...]
+    generated: tuple[int, ...]  # the generated tokens (the prompt left out)
+    model_logprob: float  # log p_model(generated | prompt)
+    true_logprob: float  # log p_true(generated | prompt)
+    model_best: float  # log p_model of the model's most probable continuation (exact search's output)
+    true_best: float  # log p_true of the truth's most probable continuation
+    truth_best: bool  # generated is the truth's most probable continuation
+
+    @property
+    def search_error(self) -> bool:
+        """The model itself rates another continuation (its most probable one) higher than this output."""
+        return self.model_logprob < self.model_best - 1e-6
+
+
+def error_records(
+    model: nn.Module,
+    source: MarkovSource,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    beam_widths: Sequence[int] = (2, 4),
+    max_expansions: int = 20_000,
+) -> list[ErrorRecord]:
+    """Greedy, beam search (each width) and exact search with ``model`` on every prompt, judged both ways.
+
+    One :class:`ErrorRecord` per prompt and decoder, prompt by prompt, decoders in the order greedy,
+    ``beam K`` for each width, exact. The model's most probable continuation is found by
+    :func:`lmlab.generation.exact_search`, the truth's by :meth:`MarkovSource.most_likely_continuation`
+    (dynamic programming). No EOS: every output has ``max_new_tokens`` tokens, so no length penalty is
+    needed (beam search runs with ``length_penalty=0``, ``early_stopping="never"``: textbook beam search).
+    """
+    _check_source(source)
+    check_max_new_tokens(max_new_tokens, minimum=1)
+    prompts = [list(p) for p in prompts]
+    if not prompts:
+        raise ValueError("prompts must hold at least one prompt")
+    with eval_mode(model, no_grad=False):
+        return _error_records(model, source, prompts, max_new_tokens, beam_widths, max_expansions)
+
+
+def _error_records(
+    model: nn.Module, source: MarkovSource, prompts: list[list[int]], max_new_tokens: int,
+    beam_widths: Sequence[int], max_expansions: int,
+) -> list[ErrorRecord]:
+    records = []
+    for p in prompts:
+        P = len(p)
+        truth_best, true_best = source.most_likely_continuation(p, max_new_tokens)
+        outputs = {"greedy": greedy(model, p, max_new_tokens=max_new_tokens)}
+        for k in beam_widths:
+            [hyp] = beam_search(model, p, num_beams=k, max_new_tokens=max_new_tokens, length_penalty=0.0,
+                                early_stopping="never")  # fmt: skip
+            outputs[f"beam {k}"] = hyp.tokens
+        outputs["exact"] = exact_search(model, p, max_new_tokens=max_new_tokens, max_expansions=max_expansions,
+                                        return_tree=False).tokens  # fmt: skip
+        best_lp = _logprob(model, outputs["exact"], P)
+        for name, tokens in outputs.items():
+            records.append(ErrorRecord(
+                name, tuple(p), tuple(tokens[P:]), _logprob(model, tokens, P),
+                float(source.token_logprobs(tokens)[P - 1 :].sum()), best_lp, true_best, tokens[P:] == truth_best,
+            ))  # fmt: skip
+    return records
+
+
+@dataclass(frozen=True)
 class ErrorRow:
     """One decoder over many prompts: how often it missed the model's best, and how the truth rates its output."""
 
@@ -216,6 +351,22 @@ class ErrorRow:
     model_logprob: float  # mean log p_model(output | prompt)
     true_logprob: float  # mean log p_true(output | prompt)
     true_optimum: float  # fraction of prompts where its output is the truth's most probable continuation
+
+
+def summarize_errors(records: Sequence[ErrorRecord]) -> list[ErrorRow]:
+    """One :class:`ErrorRow` per decoder of :func:`error_records`' output, in the order they first appear."""
+    groups: dict[str, list[ErrorRecord]] = {}
+    for r in records:
+        if not isinstance(r, ErrorRecord):
+            raise TypeError(f"records must be ErrorRecord objects (from error_records), got {type(r).__name__}")
+        groups.setdefault(r.decoder, []).append(r)
+    if not groups:
+        raise ValueError("records must hold at least one record")
+    return [
+        ErrorRow(name, statistics.fmean(r.search_error for r in rs), statistics.fmean(r.model_logprob for r in rs),
+                 statistics.fmean(r.true_logprob for r in rs), statistics.fmean(r.truth_best for r in rs))
+        for name, rs in groups.items()
+    ]  # fmt: skip
 
 
 def search_and_model_errors(
@@ -233,42 +384,10 @@ def search_and_model_errors(
     continuation (found by :func:`lmlab.generation.exact_search`). A **model error** is when even that most
     probable continuation is not the truth's (:meth:`MarkovSource.most_likely_continuation`): the "exact"
     row's ``true_optimum`` below 1 measures it. No EOS; every output has ``max_new_tokens`` tokens.
+    :func:`summarize_errors` of :func:`error_records`, which keeps the prompt-by-prompt numbers.
     """
-    _check_source(source)
-    check_max_new_tokens(max_new_tokens, minimum=1)
-    prompts = [list(p) for p in prompts]
-    if not prompts:
-        raise ValueError("prompts must hold at least one prompt")
-    with eval_mode(model, no_grad=False):
-        return _search_and_model_errors(model, source, prompts, max_new_tokens, beam_widths, max_expansions)
-
-
-def _search_and_model_errors(
-    model: nn.Module, source: MarkovSource, prompts: list[list[int]], max_new_tokens: int,
-    beam_widths: Sequence[int], max_expansions: int,
-) -> list[ErrorRow]:
-    names = ["greedy", *(f"beam {k}" for k in beam_widths), "exact"]
-    records: dict[str, list[tuple[float, float, bool, bool]]] = {n: [] for n in names}
-    for p in prompts:
-        P = len(p)
-        truth_best, _ = source.most_likely_continuation(p, max_new_tokens)
-        outputs = {"greedy": greedy(model, p, max_new_tokens=max_new_tokens)}
-        for k in beam_widths:
-            [hyp] = beam_search(model, p, num_beams=k, max_new_tokens=max_new_tokens, length_penalty=0.0,
-                                early_stopping="never")  # fmt: skip
-            outputs[f"beam {k}"] = hyp.tokens
-        outputs["exact"] = exact_search(model, p, max_new_tokens=max_new_tokens, max_expansions=max_expansions,
-                                        return_tree=False).tokens  # fmt: skip
-        best_lp = _logprob(model, outputs["exact"], P)
-        for name, tokens in outputs.items():
-            lp = _logprob(model, tokens, P)
-            true_lp = float(source.token_logprobs(tokens)[P - 1 :].sum())
-            records[name].append((lp, true_lp, lp < best_lp - 1e-6, tokens[P:] == truth_best))
-    return [
-        ErrorRow(name, statistics.fmean(r[2] for r in rs), statistics.fmean(r[0] for r in rs),
-                 statistics.fmean(r[1] for r in rs), statistics.fmean(r[3] for r in rs))
-        for name, rs in records.items()
-    ]  # fmt: skip
+    return summarize_errors(error_records(model, source, prompts, max_new_tokens=max_new_tokens,
+                                          beam_widths=beam_widths, max_expansions=max_expansions))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -279,6 +398,7 @@ class LengthRow:
     mean_length: float  # generated tokens, the end token included
     mean_logprob: float  # mean log p(output | prompt) under the model (nats)
     hit_limit: float  # fraction of outputs cut at max_new_tokens without the end token
+    lengths: tuple[int, ...] = ()  # every output's length, prompt by prompt (the end token included)
 
 
 def length_study(
@@ -298,7 +418,8 @@ def length_study(
     Every decoder stops at ``eos_token_id`` (counted in the length) or after ``max_new_tokens``. Exact
     search returns the single most probable complete output; beam search ranks finished hypotheses by
     ``logprob / length ** length_penalty`` (transformers' convention); sampling draws ``samples_per_prompt``
-    outputs per prompt at temperature 1, seeded by ``seed``.
+    outputs per prompt at temperature 1, seeded by ``seed`` (with the true model of a source, these are
+    the language's own sentence endings). Each row keeps every output's length in ``lengths``.
     """
     prompts = [list(p) for p in prompts]
     if not prompts:
@@ -325,7 +446,7 @@ def length_study(
             record("sampling", tokens, P, _logprob(model, tokens, P))
     return [
         LengthRow(name, statistics.fmean(r[0] for r in rs), statistics.fmean(r[1] for r in rs),
-                  statistics.fmean(r[2] for r in rs))
+                  statistics.fmean(r[2] for r in rs), tuple(r[0] for r in rs))
         for name, rs in outputs.items()
     ]  # fmt: skip
 

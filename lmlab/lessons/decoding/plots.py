@@ -13,10 +13,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmlab.lessons.decoding.experiments import BeamWidthRow, CacheTimingRow, QualityRow
+from lmlab.lessons.decoding.experiments import BeamWidthRow, CacheTimingRow, ErrorRecord, LengthRow, QualityRow
 from lmlab.plots import new_axes
 
-__all__ = ["plot_warp_stages", "plot_draws", "plot_beam_sweep", "plot_quality_diversity", "plot_cache_timing"]
+__all__ = [
+    "plot_warp_stages",
+    "plot_draws",
+    "plot_beam_sweep",
+    "plot_search_and_model_errors",
+    "plot_lengths",
+    "plot_quality_diversity",
+    "plot_cache_timing",
+]
 
 
 def plot_warp_stages(
@@ -92,6 +100,100 @@ def plot_beam_sweep(rows: Sequence[BeamWidthRow], *, axes: Any = None) -> Any:
         ax.set_xticks(k, [str(v) for v in k])
         ax.set_xlabel("beam width")
         ax.grid(alpha=0.3)
+    return axes
+
+
+def plot_search_and_model_errors(records: Sequence[ErrorRecord], *, axes: Any = None) -> Any:
+    """The two kinds of error of :func:`lmlab.lessons.decoding.error_records`, one point per prompt.
+
+    Left, judged by the model: each decoder's output (up) against the model's most probable continuation
+    (across); a point below the diagonal is a search error. Right, judged by the truth: exact search's output,
+    the model's best (up), against the truth's most probable continuation (across); a point below the
+    diagonal is a model error. Legends count the points below. Returns the two axes.
+    """
+    import matplotlib.pyplot as plt
+
+    records = list(records)
+    if not records:
+        raise ValueError("records must hold at least one record")
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(10, 4))
+    decoders = list(dict.fromkeys(r.decoder for r in records))
+    searchers = [d for d in decoders if d != "exact"]
+    for d, marker in zip(searchers, "o^sDv<>p" * len(searchers), strict=False):
+        rs = [r for r in records if r.decoder == d]
+        below = sum(r.search_error for r in rs)
+        axes[0].scatter([r.model_best for r in rs], [r.model_logprob for r in rs], marker=marker, alpha=0.6,
+                        label=f"{d}: {below} of {len(rs)} below")  # fmt: skip
+    exact = [r for r in records if r.decoder == "exact"]
+    wrong = sum(not r.truth_best for r in exact)
+    axes[1].scatter([r.true_best for r in exact], [r.true_logprob for r in exact], color="tab:red", alpha=0.7,
+                    label=f"exact search: {wrong} of {len(exact)} below")  # fmt: skip
+    titles = ["search error: judged by the model", "model error: judged by the truth"]
+    xlabels = ["log p_model of the model's best (nats)", "log p_true of the truth's best (nats)"]
+    ylabels = ["log p_model of the decoder's output", "log p_true of the model's best"]
+    for ax, title, xl, yl in zip(axes, titles, xlabels, ylabels, strict=True):
+        lo = min(min(c.get_offsets()[:, 1].min(), c.get_offsets()[:, 0].min()) for c in ax.collections)
+        hi = max(max(c.get_offsets()[:, 1].max(), c.get_offsets()[:, 0].max()) for c in ax.collections)
+        ax.plot([lo, hi], [lo, hi], color="grey", lw=1, label="no error (the diagonal)")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    return axes
+
+
+def plot_lengths(
+    rows: Sequence[LengthRow],
+    *,
+    reference: str = "sampling",
+    reference_label: str | None = None,
+    axes: Any = None,
+    bin_width: int = 2,
+    max_length: int | None = None,
+) -> Any:
+    """Histograms of the output lengths of :func:`lmlab.lessons.decoding.length_study`: one panel per decoder.
+
+    Every panel draws the row named ``reference`` (by default "sampling": with the true model, the language's
+    own sentence endings) as grey bars, labelled ``reference_label``, and one other row in colour, each as the
+    share of its outputs in bins of ``bin_width`` tokens up to ``max_length`` (by default the longest output).
+    Returns the array of axes, one per row other than the reference, in the rows' order.
+    """
+    import matplotlib.pyplot as plt
+
+    rows = list(rows)
+    names = [r.decoder for r in rows]
+    if reference not in names:
+        raise ValueError(f"no row named {reference!r}; the rows are {names}")
+    if any(not r.lengths for r in rows):
+        raise ValueError("every row needs its lengths (rows from length_study)")
+    if not isinstance(bin_width, int) or bin_width < 1:
+        raise ValueError(f"bin_width must be an integer >= 1, got {bin_width!r}")
+    ref = rows[names.index(reference)]
+    others = [r for r in rows if r is not ref]
+    if axes is None:
+        _, axes = plt.subplots(1, len(others), figsize=(3.2 * len(others), 2.8), sharex=True, squeeze=False)
+        axes = axes[0]
+    axes = np.atleast_1d(axes)
+    top = max_length or max(max(r.lengths) for r in rows)
+    bins = np.arange(0.5, top + bin_width + 0.5, bin_width)
+
+    def share(r: LengthRow) -> np.ndarray:
+        return np.full(len(r.lengths), 1 / len(r.lengths))
+
+    label = reference_label or reference
+    for ax, r, color in zip(axes, others, plt.rcParams["axes.prop_cycle"].by_key()["color"] * len(others),
+                            strict=False):  # fmt: skip
+        ax.hist(ref.lengths, bins=bins, weights=share(ref), color="lightgrey",
+                label=f"{label}: mean {ref.mean_length:.1f}")  # fmt: skip
+        ax.hist(r.lengths, bins=bins, weights=share(r), color=color, alpha=0.6,
+                label=f"{r.decoder}: mean {r.mean_length:.1f}")  # fmt: skip
+        ax.set_title(r.decoder, fontsize=9)
+        ax.set_xlabel("generated tokens, end included", fontsize=8)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("share of the outputs")
     return axes
 
 
