@@ -5,7 +5,8 @@ token at a time. What the model remembers in between depends on the model:
 
 - full attention keeps every key and value (:class:`KVCache`): memory grows with the length, and the state
   can be cut back to any earlier position (``crop``);
-- a sliding-window attention keeps only the last ``window`` keys and values: bounded memory;
+- a sliding-window attention keeps only the last ``window - 1`` keys and values (:class:`SlidingWindowCache`):
+  bounded memory, and what was dropped cannot come back, so it is saved and restored whole;
 - linear attention and recurrent networks keep a state of fixed size that summarises the whole prefix: it
   cannot be cut back by position, only saved and restored whole.
 
@@ -22,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["DecodeCache", "KVCache"]
+__all__ = ["DecodeCache", "KVCache", "SlidingWindowCache"]
 
 
 @runtime_checkable
@@ -131,3 +132,71 @@ class KVCache:
 
     def restore(self, snapshot: int) -> None:
         self.crop(snapshot)
+
+
+class SlidingWindowCache:
+    """Keys and values of the last ``window - 1`` tokens: what a sliding-window attention needs to go on.
+
+    Each new query sees itself and the ``window - 1`` positions before it, so older keys and values are
+    dropped: memory is bounded by the window, however long the text. :meth:`update` returns the kept keys
+    and values followed by the new ones, in order (B, nh, S, hs); the attention masks the band. The state
+    cannot be cut back by position (what was dropped is gone), so search saves and restores it whole;
+    a snapshot is a copy of at most ``window - 1`` positions per layer. ``capacity`` is ``max_len``, the
+    model's positional limit (learned positions), not a memory limit.
+    """
+
+    def __init__(self, n_layer: int, window: int, batch_size: int, max_len: int) -> None:
+        if window < 1 or batch_size < 1 or max_len < 1:
+            raise ValueError(f"window, batch_size and max_len must be >= 1, got {window}, {batch_size}, {max_len}")
+        self.window = window
+        self.max_len = max_len
+        self.length = 0  # tokens consumed so far
+        self._batch_size = batch_size
+        self.k: list[torch.Tensor | None] = [None] * n_layer  # (B, nh, <= window - 1, hs) once written
+        self.v: list[torch.Tensor | None] = [None] * n_layer
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    @property
+    def capacity(self) -> int:
+        return self.max_len
+
+    @property
+    def can_crop(self) -> bool:
+        return False
+
+    @property
+    def kept(self) -> int:
+        """Positions held per layer: at most ``window - 1``."""
+        return 0 if self.k[0] is None else self.k[0].shape[2]
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append new keys/values (B, nh, T, hs); returns the kept ones and the new ones, (B, nh, S, hs)."""
+        old_k, old_v = self.k[layer], self.v[layer]
+        all_k = k if old_k is None else torch.cat([old_k, k], dim=2)
+        all_v = v if old_v is None else torch.cat([old_v, v], dim=2)
+        keep = max(0, all_k.shape[2] - (self.window - 1))
+        self.k[layer] = all_k[:, :, keep:].clone()  # a copy, so the dropped positions are freed
+        self.v[layer] = all_v[:, :, keep:].clone()
+        return all_k, all_v
+
+    def advance(self, n: int) -> None:
+        self.length += n
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Select batch rows by ``index`` (1-D long tensor): reorders beams, or expands one prompt to many."""
+        self.k = [None if k is None else k.index_select(0, index) for k in self.k]
+        self.v = [None if v is None else v.index_select(0, index) for v in self.v]
+        self._batch_size = int(index.numel())
+
+    def crop(self, length: int) -> None:
+        raise ValueError("a sliding-window cache cannot be cropped (dropped positions are gone); use snapshot/restore")
+
+    def snapshot(self) -> tuple[int, int, list[torch.Tensor | None], list[torch.Tensor | None]]:
+        return self.length, self._batch_size, list(self.k), list(self.v)  # update replaces, never writes in place
+
+    def restore(self, snapshot: tuple[int, int, list[torch.Tensor | None], list[torch.Tensor | None]]) -> None:
+        self.length, self._batch_size, k, v = snapshot
+        self.k, self.v = list(k), list(v)

@@ -27,12 +27,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lmlab.lm import HiddenLMOutput, LMOutput, eval_mode, lm_loss
-from lmlab.models.cache import KVCache
+from lmlab.models.cache import KVCache, SlidingWindowCache
 
 __all__ = ["GPTConfig", "GPT", "PRESETS", "ATTENTION_KINDS", "ATTENTION_IMPLS"]
 
 ACTIVATIONS = ("gelu", "gelu_tanh")
-ATTENTION_KINDS = ("full",)  # what each position may attend to
+ATTENTION_KINDS = ("full", "sliding_window")  # what each position may attend to
 ATTENTION_IMPLS = ("auto", "sdpa", "naive")  # how full attention is computed
 # "auto" uses the explicit path on the CPU up to this many keys: there it measured faster than SDPA's CPU
 # kernel (forward + backward, 2 threads: 1.33x at T=64, 1.24x at 128, 1.06x at 256, 0.42x at 1024).
@@ -57,7 +57,9 @@ class GPTConfig:
     dropout: float = 0.0  # dropout on embeddings, attention weights and residual branches (0 = off)
     bias: bool = True  # biases in Linear and LayerNorm layers, as GPT-2
     activation: str = "gelu"  # "gelu" (exact, erf) or "gelu_tanh" (GPT-2's tanh approximation)
-    attention: str = "full"  # the attention kind: "full" (causal self-attention over the whole context)
+    attention: str = "full"  # the attention kind: "full" (causal self-attention over the whole context) or
+    # "sliding_window" (each position sees itself and the window - 1 positions before it; Beltagy et al. 2020)
+    window: int | None = None  # sliding_window only: positions each query sees, >= 1
     attention_impl: str = "auto"  # "sdpa" (PyTorch's fused kernel), "naive" (explicit T x T matrix) or "auto"
     tie_weights: bool = True  # share the token embedding with the output layer (GPT-2 does)
     layer_norm_eps: float = 1e-5  # LayerNorm epsilon, GPT-2's value
@@ -80,6 +82,14 @@ class GPTConfig:
             raise ValueError(f"GPTConfig.activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if self.attention not in ATTENTION_KINDS:
             raise ValueError(f"GPTConfig.attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
+        if self.attention == "sliding_window":
+            if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
+                raise ValueError(
+                    f"GPTConfig.window must be an integer >= 1 for attention='sliding_window' (the positions each "
+                    f"query sees, itself included), got {self.window!r}"
+                )
+        elif self.window is not None:
+            raise ValueError(f"GPTConfig.window is only for attention='sliding_window', not {self.attention!r}")
         if self.attention_impl not in ATTENTION_IMPLS:
             raise ValueError(
                 f"GPTConfig.attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}"
@@ -135,11 +145,15 @@ PRESETS: dict[str, GPTConfig] = {
 }
 
 
-def _causal_mask(T: int, S: int, device: torch.device) -> torch.Tensor:
-    """(T, S) boolean mask, True where query i (at absolute position S - T + i) may see key j."""
+def _causal_mask(T: int, S: int, device: torch.device, window: int | None = None) -> torch.Tensor:
+    """(T, S) boolean mask, True where query i (at position S - T + i of the S keys) may see key j.
+
+    With ``window``, only the ``window`` keys ending at the query's own position (a band).
+    """
     q_pos = torch.arange(S - T, S, device=device).unsqueeze(1)  # (T, 1)
     k_pos = torch.arange(S, device=device).unsqueeze(0)  # (1, S)
-    return k_pos <= q_pos
+    visible = k_pos <= q_pos
+    return visible if window is None else visible & (k_pos > q_pos - window)
 
 
 class CausalSelfAttention(nn.Module):
@@ -150,6 +164,7 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.n_embd = config.n_embd
         self.implementation = config.attention_impl
+        self.window = config.window  # None: full attention; else the band of the sliding window
         self.dropout = config.dropout
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
@@ -190,7 +205,7 @@ class CausalSelfAttention(nn.Module):
         """Masked, scaled scores Q Kᵀ / sqrt(hs) + M (B, nh, T, S); M is 0 where a query may look, else -inf."""
         T, S, hs = q.shape[2], k.shape[2], q.shape[3]
         bias = torch.zeros(T, S, device=q.device, dtype=q.dtype)
-        bias = bias.masked_fill(~_causal_mask(T, S, q.device), float("-inf"))  # (T, S)
+        bias = bias.masked_fill(~_causal_mask(T, S, q.device, self.window), float("-inf"))  # (T, S)
         B, nh = q.shape[:2]
         return torch.baddbmm(
             bias.expand(B * nh, T, S), q.reshape(B * nh, T, hs), k.reshape(B * nh, S, hs).transpose(1, 2),
@@ -210,6 +225,12 @@ class CausalSelfAttention(nn.Module):
 
     def _sdpa(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, T: int, S: int) -> torch.Tensor:
         p = self.dropout if self.training else 0.0
+        if self.window is not None:  # the band; one new query that sees every cached key needs none
+            if T == 1 and S <= self.window:
+                return F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+            return F.scaled_dot_product_attention(
+                q, k, v, attn_mask=_causal_mask(T, S, q.device, self.window), dropout_p=p
+            )
         if T == S:  # no cache, or an empty one: the usual lower-triangular mask
             return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
         if T == 1:  # one new token sees every cached key
@@ -399,14 +420,18 @@ class GPT(nn.Module):
                 x = block(x)
         return torch.stack(out)
 
-    def new_cache(self, batch_size: int = 1, max_len: int | None = None) -> KVCache:
-        """An empty :class:`~lmlab.models.cache.KVCache` for up to ``max_len`` tokens (default and at most
-        block_size), on this model's device and dtype. After :meth:`compile_decoding` the cache always holds
-        block_size positions (one shape, one compilation) and single-token steps run the compiled step."""
+    def new_cache(self, batch_size: int = 1, max_len: int | None = None) -> KVCache | SlidingWindowCache:
+        """An empty decoding cache for up to ``max_len`` tokens (default and at most block_size), on this
+        model's device and dtype: a :class:`~lmlab.models.cache.KVCache`, or for a sliding window a
+        :class:`~lmlab.models.cache.SlidingWindowCache`, which keeps only the last ``window - 1`` keys and
+        values. After :meth:`compile_decoding` the KV cache always holds block_size positions (one shape,
+        one compilation) and single-token steps run the compiled step."""
         max_len = self.config.block_size if max_len is None else max_len
         if max_len > self.config.block_size:
             raise ValueError(f"max_len {max_len} exceeds the model's block_size {self.config.block_size}")
         c, w = self.config, self.transformer.wte.weight
+        if c.attention == "sliding_window":
+            return SlidingWindowCache(c.n_layer, c.window, batch_size, max_len)
         step_fn = self._compiled_step
         if step_fn is not None:
             max_len = c.block_size
@@ -446,7 +471,10 @@ class GPT(nn.Module):
     def compile_decoding(self, enabled: bool = True) -> GPT:
         """Run single-token decoding steps through ``torch.compile(decode_step)`` (inductor; needs a C++
         compiler on the CPU). The first generation call with a batch size compiles (seconds to a minute);
-        later calls reuse it. ``enabled=False`` goes back to eager steps. Returns the model."""
+        later calls reuse it. ``enabled=False`` goes back to eager steps. Returns the model. Full attention
+        only."""
+        if enabled and self.config.attention != "full":
+            raise ValueError(f"compile_decoding supports attention='full' only, not {self.config.attention!r}")
         self._compiled_step = torch.compile(self.decode_step, fullgraph=True, dynamic=False) if enabled else None
         return self
 
