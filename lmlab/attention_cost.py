@@ -22,11 +22,23 @@ score matrix of one layer that an explicit implementation materialises (``n_head
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lmlab.checks import check_int
 
-__all__ = ["KINDS", "CostShape", "layer_flops", "model_flops", "attention_share", "crossover_length", "memory_bytes"]
+__all__ = [
+    "KINDS",
+    "CostShape",
+    "layer_flops",
+    "model_flops",
+    "attention_share",
+    "crossover_length",
+    "memory_bytes",
+    "PowerLawFit",
+    "fit_exponent",
+]
 
 KINDS = ("full", "sliding_window", "linear")
 
@@ -134,3 +146,73 @@ def memory_bytes(
         scores = 0.0
     return {"weights": float(shape.num_params * b), "cache": batch_size * cache * b,
             "scores": batch_size * scores * b}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PowerLawFit:
+    """values ~ prefactor * length ** exponent, fitted on log-log axes, with a confidence interval."""
+
+    exponent: float
+    prefactor: float
+    low: float  # the interval for the exponent at `confidence`
+    high: float
+    confidence: float
+    n: int  # points fitted
+
+    def predict(self, length: float) -> float:
+        return self.prefactor * length**self.exponent
+
+
+def _t_pdf(x: float, dof: int) -> float:
+    log_c = math.lgamma((dof + 1) / 2) - math.lgamma(dof / 2) - 0.5 * math.log(dof * math.pi)
+    return math.exp(log_c - (dof + 1) / 2 * math.log1p(x * x / dof))
+
+
+def _t_quantile(p: float, dof: int) -> float:
+    """The p-quantile (p in (0.5, 1)) of Student's t with ``dof`` degrees of freedom, by bisection on its
+    CDF, integrated with Simpson's rule after the substitution x = tan(u) (exact to about 1e-9)."""
+
+    def cdf(x: float) -> float:  # P(T <= x) for x >= 0: 1/2 + the integral of the pdf from 0 to x
+        top, n = math.atan(x), 2000
+        h = top / n
+        total = sum((1 if i in (0, n) else 4 if i % 2 else 2) * _t_pdf(math.tan(i * h), dof) / math.cos(i * h) ** 2
+                    for i in range(n + 1))  # fmt: skip
+        return 0.5 + total * h / 3
+
+    lo, hi = 0.0, 1.0
+    while cdf(hi) < p:
+        hi *= 2
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+def fit_exponent(lengths: Sequence[float], values: Sequence[float], confidence: float = 0.95) -> PowerLawFit:
+    """Fit values ~ c * lengths ** k by least squares on log-log axes: the slope k, with its interval.
+
+    The interval is slope ± t * standard error, t the Student-t quantile with n - 2 degrees of freedom
+    (ordinary least squares, e.g. Wasserman, *All of Statistics*, 2004, ch. 13). Needs at least 3 points
+    with positive lengths and values; exact power laws give k exactly and an interval of width 0.
+    """
+    xs, ys = [float(x) for x in lengths], [float(y) for y in values]
+    if len(xs) != len(ys):
+        raise ValueError(f"lengths and values must have the same size, got {len(xs)} and {len(ys)}")
+    if len(xs) < 3:
+        raise ValueError(f"a slope with an interval needs at least 3 points, got {len(xs)}")
+    if not all(math.isfinite(v) and v > 0 for v in xs + ys):
+        raise ValueError("lengths and values must be finite and > 0 (they are fitted on log-log axes)")
+    if len(set(xs)) < 2:
+        raise ValueError("lengths must not all be equal: the slope needs at least two different lengths")
+    if isinstance(confidence, bool) or not isinstance(confidence, int | float) or not 0 < confidence < 1:
+        raise ValueError(f"confidence must be a number in (0, 1), got {confidence!r}")
+    lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
+    n = len(lx)
+    mx, my = sum(lx) / n, sum(ly) / n
+    sxx = sum((x - mx) ** 2 for x in lx)
+    slope = sum((x - mx) * (y - my) for x, y in zip(lx, ly, strict=True)) / sxx
+    intercept = my - slope * mx
+    residual = sum((y - intercept - slope * x) ** 2 for x, y in zip(lx, ly, strict=True))
+    se = math.sqrt(residual / (n - 2) / sxx)
+    half = _t_quantile(0.5 + confidence / 2, n - 2) * se
+    return PowerLawFit(slope, math.exp(intercept), slope - half, slope + half, float(confidence), n)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from lmlab.attention_cost import (
     CostShape,
     attention_share,
     crossover_length,
+    fit_exponent,
     layer_flops,
     memory_bytes,
     model_flops,
@@ -78,3 +81,46 @@ def test_memory_by_hand():
 def test_bad_input_says_what_is_allowed(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# --- fitting the exponent ---------------------------------------------------------------------------------
+
+
+def test_fit_exponent_recovers_exact_power_laws():
+    lengths = [256, 512, 1024, 2048, 4096]
+    for k, c in ((2.0, 3e-9), (1.0, 0.5), (1.5, 7.0)):
+        fit = fit_exponent(lengths, [c * t**k for t in lengths])
+        assert fit.exponent == pytest.approx(k, abs=1e-12) and fit.prefactor == pytest.approx(c, rel=1e-9)
+        assert fit.high - fit.low == pytest.approx(0, abs=1e-9) and fit.n == 5
+        assert fit.predict(8192) == pytest.approx(c * 8192**k, rel=1e-9)
+    # the analytic cost of full attention is exactly quadratic in T
+    flops = [layer_flops(t, GPT2)["attention"] for t in lengths]
+    assert fit_exponent(lengths, flops).exponent == pytest.approx(2.0, abs=1e-12)
+
+
+def test_fit_exponent_interval_matches_ordinary_least_squares():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    lengths = [100, 200, 400, 800, 1600, 3200]
+    noise = [1.05, 0.97, 1.02, 0.94, 1.08, 0.99]
+    values = [2e-6 * t**1.8 * e for t, e in zip(lengths, noise, strict=True)]
+    fit = fit_exponent(lengths, values, confidence=0.9)
+    ref = scipy_stats.linregress([math.log(t) for t in lengths], [math.log(v) for v in values])
+    half = scipy_stats.t.ppf(0.95, len(lengths) - 2) * ref.stderr
+    assert fit.exponent == pytest.approx(ref.slope, abs=1e-12)
+    assert (fit.low, fit.high) == (pytest.approx(ref.slope - half, abs=1e-7), pytest.approx(ref.slope + half, abs=1e-7))
+    assert fit.low < 1.8 < fit.high
+
+
+@pytest.mark.parametrize(
+    ("lengths", "values", "message"),
+    [
+        ([1, 2], [1, 4], "at least 3 points"),
+        ([1, 2, 3], [1, 4], "same size"),
+        ([1, 2, 0], [1, 4, 9], "finite and > 0"),
+        ([1, 2, 3], [1, -4, 9], "finite and > 0"),
+        ([5, 5, 5], [1, 2, 3], "not all be equal"),
+    ],
+)
+def test_fit_exponent_rejects_bad_input(lengths, values, message):
+    with pytest.raises(ValueError, match=message):
+        fit_exponent(lengths, values)
