@@ -2,7 +2,7 @@
 decoding state they keep between generation steps (:mod:`lmlab.models.cache`)."""
 
 from lmlab.models.bigram import BigramLM, bigram_counts
-from lmlab.models.cache import DecodeCache, KVCache, SlidingWindowCache
+from lmlab.models.cache import DecodeCache, KVCache, SlidingWindowCache, StateCache
 from lmlab.models.gpt import ATTENTION_IMPLS, ATTENTION_KINDS, GPT, PRESETS, GPTConfig
 
 __all__ = [
@@ -16,4 +16,5 @@ __all__ = [
     "DecodeCache",
     "KVCache",
     "SlidingWindowCache",
+    "StateCache",
 ]

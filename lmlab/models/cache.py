@@ -23,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["DecodeCache", "KVCache", "SlidingWindowCache"]
+__all__ = ["DecodeCache", "KVCache", "SlidingWindowCache", "StateCache"]
 
 
 @runtime_checkable
@@ -200,3 +200,68 @@ class SlidingWindowCache:
     def restore(self, snapshot: tuple[int, int, list[torch.Tensor | None], list[torch.Tensor | None]]) -> None:
         self.length, self._batch_size, k, v = snapshot
         self.k, self.v = list(k), list(v)
+
+
+class StateCache:
+    """A fixed-size state per layer that summarises every token read so far: linear attention, RNNs.
+
+    ``states[layer]`` is None before the first token, then a tuple of tensors with the batch as dimension 0
+    (for example linear attention's running sums (B, nh, hs, hs) and (B, nh, hs), or an RNN's hidden
+    state (B, H)). Its size does not grow with the length of the text. Models read it with :meth:`get` and
+    replace it with :meth:`set` (never in place), so a snapshot is a list of references and costs no copy.
+    The state cannot be cut back by position, only saved and restored whole. ``capacity`` is ``max_len``
+    (a model's positional limit) or None for no limit.
+    """
+
+    def __init__(self, n_layer: int, batch_size: int, max_len: int | None = None) -> None:
+        if n_layer < 1 or batch_size < 1 or (max_len is not None and max_len < 1):
+            raise ValueError(
+                f"n_layer and batch_size must be >= 1 and max_len >= 1 or None, got {n_layer}, {batch_size}, {max_len}"
+            )
+        self.max_len = max_len
+        self.length = 0  # tokens consumed so far
+        self._batch_size = batch_size
+        self.states: list[tuple[torch.Tensor, ...] | None] = [None] * n_layer
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    @property
+    def capacity(self) -> int | None:
+        return self.max_len
+
+    @property
+    def can_crop(self) -> bool:
+        return False
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the state tensors (the same after 10 tokens or 10,000)."""
+        return sum(t.numel() * t.element_size() for s in self.states if s is not None for t in s)
+
+    def get(self, layer: int) -> tuple[torch.Tensor, ...] | None:
+        """Layer ``layer``'s state, or None before the first token."""
+        return self.states[layer]
+
+    def set(self, layer: int, state: tuple[torch.Tensor, ...]) -> None:
+        """Replace layer ``layer``'s state (tensors with the batch first)."""
+        self.states[layer] = tuple(state)
+
+    def advance(self, n: int) -> None:
+        self.length += n
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Select batch rows by ``index`` (1-D long tensor): reorders beams, or expands one prompt to many."""
+        self.states = [None if s is None else tuple(t.index_select(0, index) for t in s) for s in self.states]
+        self._batch_size = int(index.numel())
+
+    def crop(self, length: int) -> None:
+        raise ValueError("a fixed-size state cannot be cropped (it summarises every token); use snapshot/restore")
+
+    def snapshot(self) -> tuple[int, int, list[tuple[torch.Tensor, ...] | None]]:
+        return self.length, self._batch_size, list(self.states)  # set replaces, never writes in place
+
+    def restore(self, snapshot: tuple[int, int, list[tuple[torch.Tensor, ...] | None]]) -> None:
+        self.length, self._batch_size, states = snapshot
+        self.states = list(states)
