@@ -6,14 +6,26 @@ Shapes use one vocabulary throughout: ``B`` batch, ``T`` time (tokens), ``C`` ch
 The model returns logits for *every* position: likelihood scoring needs them all, so there is no
 "last position only" shortcut. Attention can be computed two ways that agree to 1e-5:
 
-The attention *kind* (``GPTConfig.attention``: today ``"full"``, every position sees all the positions
-before it) is separate from its *implementation* (``GPTConfig.attention_impl``), of which there are three
+The attention *kind* (``GPTConfig.attention``) says what each position may attend to and how:
+
+- ``"full"``: softmax attention over itself and every position before it;
+- ``"sliding_window"``: the same over itself and the ``window - 1`` positions before it (Beltagy et al.
+  2020), with a bounded cache for decoding;
+- ``"linear"``: causal linear attention (Katharopoulos et al. 2020, "Transformers are RNNs", eq. 4-6 and
+  sec. 3.4): the softmax is replaced by a positive feature map ``phi(x) = elu(x) + 1``, so that
+  ``y_t = phi(q_t)ᵀ S_t / phi(q_t)ᵀ z_t`` with running sums ``S_t = sum_{s<=t} phi(k_s) v_sᵀ`` (hs, hs) and
+  ``z_t = sum_{s<=t} phi(k_s)`` (hs,): a state of fixed size, updated once per token when decoding.
+
+The kind is separate from its *implementation* (``GPTConfig.attention_impl``), of which there are three
 that agree to 1e-5:
 
-- ``"naive"``: the explicit ``T x T`` score matrix, softmax and weighted sum, for teaching;
+- ``"naive"``: the explicit ``T x T`` score matrix, softmax (or, for linear attention, the normalised
+  ``phi(Q) phi(K)ᵀ``) and weighted sum, for teaching;
 - ``"sdpa"``: ``torch.nn.functional.scaled_dot_product_attention``, PyTorch's fused kernels, for speed;
-- ``"auto"`` (the default): the explicit path on the CPU for up to 256 keys, where it is faster than
-  SDPA's CPU kernel, and SDPA everywhere else (GPUs, long contexts, one new token of cached decoding).
+  for linear attention the chunked form, whose cost grows linearly in T;
+- ``"auto"`` (the default): for softmax attention the explicit path on the CPU for up to 256 keys, where
+  it is faster than SDPA's CPU kernel, and SDPA everywhere else (GPUs, long contexts, one new token of
+  cached decoding); for linear attention the chunked form.
 """
 
 from __future__ import annotations
@@ -27,12 +39,22 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lmlab.lm import HiddenLMOutput, LMOutput, eval_mode, lm_loss
-from lmlab.models.cache import KVCache, SlidingWindowCache
+from lmlab.models.cache import KVCache, SlidingWindowCache, StateCache
 
-__all__ = ["GPTConfig", "GPT", "PRESETS", "ATTENTION_KINDS", "ATTENTION_IMPLS"]
+__all__ = [
+    "GPTConfig",
+    "GPT",
+    "PRESETS",
+    "ATTENTION_KINDS",
+    "ATTENTION_IMPLS",
+    "linear_feature_map",
+    "linear_attention_step",
+    "linear_attention_quadratic",
+    "linear_attention_chunked",
+]
 
 ACTIVATIONS = ("gelu", "gelu_tanh")
-ATTENTION_KINDS = ("full", "sliding_window")  # what each position may attend to
+ATTENTION_KINDS = ("full", "sliding_window", "linear")  # what each position may attend to, and how
 ATTENTION_IMPLS = ("auto", "sdpa", "naive")  # how full attention is computed
 # "auto" uses the explicit path on the CPU up to this many keys: there it measured faster than SDPA's CPU
 # kernel (forward + backward, 2 threads: 1.33x at T=64, 1.24x at 128, 1.06x at 256, 0.42x at 1024).
@@ -59,6 +81,7 @@ class GPTConfig:
     activation: str = "gelu"  # "gelu" (exact, erf) or "gelu_tanh" (GPT-2's tanh approximation)
     attention: str = "full"  # the attention kind: "full" (causal self-attention over the whole context) or
     # "sliding_window" (each position sees itself and the window - 1 positions before it; Beltagy et al. 2020)
+    # or "linear" (causal linear attention with the feature map elu(x) + 1; Katharopoulos et al. 2020)
     window: int | None = None  # sliding_window only: positions each query sees, >= 1
     attention_impl: str = "auto"  # "sdpa" (PyTorch's fused kernel), "naive" (explicit T x T matrix) or "auto"
     tie_weights: bool = True  # share the token embedding with the output layer (GPT-2 does)
@@ -91,9 +114,7 @@ class GPTConfig:
         elif self.window is not None:
             raise ValueError(f"GPTConfig.window is only for attention='sliding_window', not {self.attention!r}")
         if self.attention_impl not in ATTENTION_IMPLS:
-            raise ValueError(
-                f"GPTConfig.attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}"
-            )
+            raise ValueError(f"GPTConfig.attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
 
     @property
     def head_size(self) -> int:
@@ -139,10 +160,98 @@ PRESETS: dict[str, GPTConfig] = {
     "micro": GPTConfig(vocab_size=256, block_size=32, n_layer=2, n_head=2, n_embd=64),
     "tiny": GPTConfig(vocab_size=256, block_size=64, n_layer=4, n_head=4, n_embd=128),
     "small": GPTConfig(vocab_size=256, block_size=256, n_layer=6, n_head=6, n_embd=384),
-    "gpt2": GPTConfig(
-        vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768, activation="gelu_tanh"
-    ),
+    "gpt2": GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768, activation="gelu_tanh"),
 }
+
+
+LINEAR_CHUNK = 64  # tokens per chunk of the chunked linear attention: cost ~ T * (chunk + hs) * hs per head
+LINEAR_EPS = 1e-6  # added to linear attention's normaliser phi(q)ᵀ z, which is > 0 (phi > 0)
+
+
+def linear_feature_map(x: torch.Tensor) -> torch.Tensor:
+    """phi(x) = elu(x) + 1, elementwise and > 0: the feature map of Katharopoulos et al. 2020, eq. 7."""
+    return F.elu(x) + 1.0
+
+
+LinearState = tuple[torch.Tensor, torch.Tensor]  # S (B, nh, hs, hs) and z (B, nh, hs): the running sums
+
+
+def _empty_linear_state(phi_k: torch.Tensor, v: torch.Tensor) -> LinearState:
+    B, nh, _, hs = phi_k.shape
+    return phi_k.new_zeros(B, nh, hs, v.shape[-1]), phi_k.new_zeros(B, nh, hs)
+
+
+def linear_attention_step(
+    phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor, state: LinearState
+) -> tuple[torch.Tensor, LinearState]:
+    """One token of causal linear attention in its recurrent form (Katharopoulos et al. 2020, sec. 3.4).
+
+    ``phi_q``, ``phi_k`` (B, nh, hs) are the feature-mapped query and key of the new token, ``v`` (B, nh, hs)
+    its value, ``state`` the running sums ``(S (B, nh, hs, hs), z (B, nh, hs))`` of the tokens before it.
+    ``S += phi_k vᵀ``, ``z += phi_k``, then ``y = phi_qᵀ S / (phi_qᵀ z + eps)``. Returns ``y`` (B, nh, hs) and
+    the new state (new tensors; the old ones are not changed).
+    """
+    S, z = state
+    S = S + phi_k.unsqueeze(-1) * v.unsqueeze(-2)  # (B, nh, hs, hs): the outer product phi(k) vᵀ
+    z = z + phi_k
+    num = (phi_q.unsqueeze(-1) * S).sum(-2)  # (B, nh, hs): phi(q)ᵀ S
+    den = (phi_q * z).sum(-1, keepdim=True) + LINEAR_EPS  # (B, nh, 1)
+    return num / den, (S, z)
+
+
+def linear_attention_quadratic(
+    phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor, state: LinearState | None = None
+) -> tuple[torch.Tensor, LinearState]:
+    """Causal linear attention written with the explicit (B, nh, T, T) matrix ``A = phi(Q) phi(K)ᵀ``, masked
+    causally: ``y_t = (sum_{s<=t} A_ts v_s + phi(q_t)ᵀ S0) / (sum_{s<=t} A_ts + phi(q_t)ᵀ z0 + eps)``, for
+    teaching (quadratic cost, like softmax attention, but no softmax). Inputs (B, nh, T, hs); ``state`` the
+    running sums of earlier tokens (None: none). Returns y (B, nh, T, hs) and the state after the T tokens.
+    """
+    T = phi_q.shape[2]
+    S0, z0 = _empty_linear_state(phi_k, v) if state is None else state
+    a = (phi_q @ phi_k.transpose(-2, -1)) * _causal_mask(T, T, phi_q.device).to(phi_q.dtype)  # (B, nh, T, T)
+    num = a @ v + phi_q @ S0  # (B, nh, T, hs)
+    den = a.sum(-1, keepdim=True) + phi_q @ z0.unsqueeze(-1) + LINEAR_EPS  # (B, nh, T, 1)
+    return num / den, (S0 + phi_k.transpose(-2, -1) @ v, z0 + phi_k.sum(2))
+
+
+def linear_attention_chunked(
+    phi_q: torch.Tensor,
+    phi_k: torch.Tensor,
+    v: torch.Tensor,
+    state: LinearState | None = None,
+    chunk: int = LINEAR_CHUNK,
+) -> tuple[torch.Tensor, LinearState]:
+    """Causal linear attention in chunks: the same numbers as :func:`linear_attention_quadratic` at a cost
+    linear in T.
+
+    Within a chunk of ``chunk`` tokens the explicit causal matrix is used (chunk x chunk); each chunk also
+    reads the running sums of every chunk before it, formed once per chunk by a cumulative sum of
+    (hs, hs) matrices: memory ~ T * chunk + (T / chunk) * hs^2 per head, instead of the T * hs^2 of a
+    per-token cumulative sum or the T^2 of the quadratic form. Inputs (B, nh, T, hs); returns y
+    (B, nh, T, hs) and the state after the T tokens.
+    """
+    B, nh, T, hs = phi_q.shape
+    hv = v.shape[-1]
+    S0, z0 = _empty_linear_state(phi_k, v) if state is None else state
+    n = -(-T // chunk)  # number of chunks
+    pad = n * chunk - T  # zero keys and values add nothing to the sums; padded queries are cut off below
+    if pad:
+        phi_q, phi_k, v = (F.pad(t, (0, 0, 0, pad)) for t in (phi_q, phi_k, v))
+    qc = phi_q.view(B, nh, n, chunk, hs)
+    kc = phi_k.view(B, nh, n, chunk, hs)
+    vc = v.view(B, nh, n, chunk, hv)
+    a = (qc @ kc.transpose(-2, -1)) * _causal_mask(chunk, chunk, v.device).to(v.dtype)  # (B, nh, n, c, c)
+    kv = kc.transpose(-2, -1) @ vc  # (B, nh, n, hs, hv): each chunk's sum of phi(k) vᵀ
+    kz = kc.sum(-2)  # (B, nh, n, hs)
+    S_incl = kv.cumsum(2) + S0.unsqueeze(2)  # running sums up to the end of each chunk
+    z_incl = kz.cumsum(2) + z0.unsqueeze(2)
+    S_prev = torch.cat([S0.unsqueeze(2), S_incl[:, :, :-1]], dim=2)  # ... up to the start of each chunk
+    z_prev = torch.cat([z0.unsqueeze(2), z_incl[:, :, :-1]], dim=2)
+    num = a @ vc + qc @ S_prev  # (B, nh, n, c, hv)
+    den = a.sum(-1, keepdim=True) + qc @ z_prev.unsqueeze(-1) + LINEAR_EPS  # (B, nh, n, c, 1)
+    y = (num / den).reshape(B, nh, n * chunk, hv)[:, :, :T]
+    return y, (S_incl[:, :, -1], z_incl[:, :, -1])
 
 
 def _causal_mask(T: int, S: int, device: torch.device, window: int | None = None) -> torch.Tensor:
@@ -164,6 +273,7 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.n_embd = config.n_embd
         self.implementation = config.attention_impl
+        self.kind = config.attention
         self.window = config.window  # None: full attention; else the band of the sliding window
         self.dropout = config.dropout
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
@@ -171,11 +281,14 @@ class CausalSelfAttention(nn.Module):
         self.attn_dropout = _dropout(config.dropout)
         self.resid_dropout = _dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: Any = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
         # one copy puts q, k and v head-major: (3, B, nh, T, hs), each contiguous
         qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4).contiguous()
         q, k, v = qkv.unbind(0)  # each (B, nh, T, hs)
+        if self.kind == "linear":
+            y = self._linear(q, k, v, cache, layer)
+            return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, nh, S, hs)
         S = k.shape[2]
@@ -194,12 +307,34 @@ class CausalSelfAttention(nn.Module):
         """The attention weights of input x (B, T, C) (the block's normalised input): (B, nh, T, T).
 
         ``weights[b, h, t, s]`` is how much position t's query draws on position s's value in head h:
-        softmax over s of q_t · k_s / sqrt(hs), 0 for s > t (explicit formula, whatever ``attention_impl``).
+        softmax over s of q_t · k_s / sqrt(hs), 0 outside the visible positions (explicit formula, whatever
+        ``attention_impl``). For linear attention, phi(q_t) · phi(k_s) normalised over s <= t (ignoring the
+        tiny eps of the normaliser).
         """
         B, T, C = x.shape
         qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
         q, k, _ = qkv.unbind(0)  # each (B, nh, T, hs)
+        if self.kind == "linear":
+            a = linear_feature_map(q) @ linear_feature_map(k).transpose(-2, -1)  # (B, nh, T, T), > 0
+            a = a * _causal_mask(T, T, x.device).to(a.dtype)
+            return a / a.sum(-1, keepdim=True)
         return F.softmax(self._scores(q, k), dim=-1)
+
+    def _linear(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: Any, layer: int) -> torch.Tensor:
+        """Causal linear attention (B, nh, T, hs), continuing the running sums held by ``cache`` if any."""
+        phi_q, phi_k = linear_feature_map(q), linear_feature_map(k)
+        state = None if cache is None else cache.get(layer)
+        T = q.shape[2]
+        if state is not None and T == 1:  # one new token: the recurrent form
+            y, state = linear_attention_step(phi_q[:, :, 0], phi_k[:, :, 0], v[:, :, 0], state)
+            y = y.unsqueeze(2)
+        elif self.implementation == "naive":
+            y, state = linear_attention_quadratic(phi_q, phi_k, v, state)
+        else:
+            y, state = linear_attention_chunked(phi_q, phi_k, v, state)
+        if cache is not None:
+            cache.set(layer, state)
+        return y
 
     def _scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """Masked, scaled scores Q Kᵀ / sqrt(hs) + M (B, nh, T, S); M is 0 where a query may look, else -inf."""
@@ -208,7 +343,9 @@ class CausalSelfAttention(nn.Module):
         bias = bias.masked_fill(~_causal_mask(T, S, q.device, self.window), float("-inf"))  # (T, S)
         B, nh = q.shape[:2]
         return torch.baddbmm(
-            bias.expand(B * nh, T, S), q.reshape(B * nh, T, hs), k.reshape(B * nh, S, hs).transpose(1, 2),
+            bias.expand(B * nh, T, S),
+            q.reshape(B * nh, T, hs),
+            k.reshape(B * nh, S, hs).transpose(1, 2),
             alpha=1.0 / math.sqrt(hs),
         ).view(B, nh, T, S)
 
@@ -263,7 +400,7 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: Any = None, layer: int = 0) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), cache, layer)
         x = x + self.mlp(self.ln_2(x))
         return x
@@ -339,7 +476,7 @@ class GPT(nn.Module):
         *,
         loss_mask: torch.Tensor | None = None,
         reduction: str = "mean",
-        cache: KVCache | None = None,
+        cache: KVCache | SlidingWindowCache | StateCache | None = None,
         return_hidden: bool = False,
     ) -> LMOutput | HiddenLMOutput:
         """Logits for every position, and the cross-entropy loss when ``targets`` are given.
@@ -350,7 +487,7 @@ class GPT(nn.Module):
             targets: (B, T) next-token ids; entries equal to -100 are not scored.
             loss_mask: (B, T) bool or 0/1 tensor, 1 where a position counts in the loss.
             reduction: "mean" (over scored tokens), "sum" (nats), or "none" ((B, T), 0 where unscored).
-            cache: a :class:`~lmlab.models.cache.KVCache`; ``idx`` then continues the cached tokens.
+            cache: the decoding state from :meth:`new_cache`; ``idx`` then continues the cached tokens.
             return_hidden: also return the final hidden states (B, T, C), after the last LayerNorm, for
                 extra output heads on the same trunk.
 
@@ -420,18 +557,22 @@ class GPT(nn.Module):
                 x = block(x)
         return torch.stack(out)
 
-    def new_cache(self, batch_size: int = 1, max_len: int | None = None) -> KVCache | SlidingWindowCache:
+    def new_cache(self, batch_size: int = 1, max_len: int | None = None) -> KVCache | SlidingWindowCache | StateCache:
         """An empty decoding cache for up to ``max_len`` tokens (default and at most block_size), on this
-        model's device and dtype: a :class:`~lmlab.models.cache.KVCache`, or for a sliding window a
+        model's device and dtype: a :class:`~lmlab.models.cache.KVCache`; for a sliding window a
         :class:`~lmlab.models.cache.SlidingWindowCache`, which keeps only the last ``window - 1`` keys and
-        values. After :meth:`compile_decoding` the KV cache always holds block_size positions (one shape,
-        one compilation) and single-token steps run the compiled step."""
+        values; for linear attention a :class:`~lmlab.models.cache.StateCache` holding each layer's running
+        sums (B, nh, hs, hs) and (B, nh, hs), the same size after any number of tokens. After
+        :meth:`compile_decoding` the KV cache always holds block_size positions (one shape, one compilation)
+        and single-token steps run the compiled step."""
         max_len = self.config.block_size if max_len is None else max_len
         if max_len > self.config.block_size:
             raise ValueError(f"max_len {max_len} exceeds the model's block_size {self.config.block_size}")
         c, w = self.config, self.transformer.wte.weight
         if c.attention == "sliding_window":
             return SlidingWindowCache(c.n_layer, c.window, batch_size, max_len)
+        if c.attention == "linear":
+            return StateCache(c.n_layer, batch_size, max_len)
         step_fn = self._compiled_step
         if step_fn is not None:
             max_len = c.block_size
@@ -495,7 +636,10 @@ class GPT(nn.Module):
         """Training FLOPs per token (forward + backward) at context length ``T`` (default block_size).
 
         6N + 12·L·d·T, from PaLM (Chowdhery et al. 2022), Appendix B: 6 FLOPs per weight per token for the
-        matmuls (2 forward, 4 backward), plus the attention score and value products. N counts the
+        matmuls (2 forward, 4 backward), plus the attention score and value products, for full attention.
+        A sliding window reads min(window, T) keys per query, so T becomes min(window, T); linear attention
+        updates and reads a (hs, hs) state per head, so T becomes hs (as in :mod:`lmlab.attention_cost`,
+        recurrent form, counting every query-key pair as PaLM does). N counts the
         weights used in matmuls: every parameter but the embedding lookups, plus the output projection,
         which is a matmul even when it shares the token embedding's weights.
         """
@@ -506,7 +650,8 @@ class GPT(nn.Module):
         if self.config.tie_weights:
             N += self.lm_head.weight.numel()
         L, d = self.config.n_layer, self.config.n_embd
-        return 6 * N + 12 * L * d * T
+        keys = {"full": T, "sliding_window": min(self.config.window or T, T), "linear": self.config.head_size}
+        return 6 * N + 12 * L * d * keys[self.config.attention]
 
     # ------------------------------------------------------------------ interop
     @classmethod
@@ -558,5 +703,3 @@ class GPT(nn.Module):
             new_state[name] = w.t() if name.endswith(conv1d) else w
         model.load_state_dict(new_state)
         return model.to(hf_model.device if hasattr(hf_model, "device") else "cpu")
-
-
