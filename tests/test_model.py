@@ -338,3 +338,11 @@ def test_attention_weights_are_causal_rows_of_probabilities_and_reproduce_the_fo
     for bad in (torch.zeros(2, 13, dtype=torch.long), torch.zeros(9, dtype=torch.long), torch.zeros(1, 3)):
         with pytest.raises(ValueError, match="attention_weights"):
             model.attention_weights(bad)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int32])
+def test_small_integer_ids_give_the_same_logits_as_long_ones(dtype):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.preset("micro")).eval()
+    idx = torch.randint(0, 200, (2, 9))
+    torch.testing.assert_close(model(idx.to(dtype)).logits, model(idx).logits)

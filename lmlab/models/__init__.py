@@ -1,9 +1,11 @@
-"""Language models: the GPT (:mod:`lmlab.models.gpt`), a bigram table (:mod:`lmlab.models.bigram`), and the
-decoding state they keep between generation steps (:mod:`lmlab.models.cache`)."""
+"""Language models: the GPT (:mod:`lmlab.models.gpt`), a recurrent baseline (:mod:`lmlab.models.rnn`), a bigram
+table (:mod:`lmlab.models.bigram`), and the decoding state they keep between generation steps
+(:mod:`lmlab.models.cache`)."""
 
 from lmlab.models.bigram import BigramLM, bigram_counts
 from lmlab.models.cache import DecodeCache, KVCache, SlidingWindowCache, StateCache
 from lmlab.models.gpt import ATTENTION_IMPLS, ATTENTION_KINDS, GPT, PRESETS, GPTConfig
+from lmlab.models.rnn import RNNLM, RNNConfig
 
 __all__ = [
     "GPT",
@@ -11,6 +13,8 @@ __all__ = [
     "PRESETS",
     "ATTENTION_KINDS",
     "ATTENTION_IMPLS",
+    "RNNLM",
+    "RNNConfig",
     "BigramLM",
     "bigram_counts",
     "DecodeCache",

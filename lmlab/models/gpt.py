@@ -501,6 +501,8 @@ class GPT(nn.Module):
             raise ValueError(f"idx must have shape (B, T), got shape {tuple(idx.shape)}")
         if idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
             raise TypeError(f"idx must hold integer token ids, got dtype {idx.dtype}")
+        if idx.dtype in (torch.int16, torch.uint8):  # nn.Embedding takes int32 and int64 ids only
+            idx = idx.long()
         B, T = idx.shape
         if B == 0 or T == 0:
             raise ValueError(f"idx is empty (shape {tuple(idx.shape)}); give at least one token")
