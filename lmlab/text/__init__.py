@@ -1,8 +1,15 @@
 """Text to token ids: tokenizers (:mod:`lmlab.text.tokenizer`), corpora and token data (:mod:`lmlab.text.data`),
-and languages whose true distribution is known (:mod:`lmlab.text.synthetic`)."""
+and languages whose true distribution is known, with associative recall tasks (:mod:`lmlab.text.synthetic`)."""
 
 from lmlab.text.data import TokenData, load_corpus, load_data
-from lmlab.text.synthetic import MarkovSource, markov_token_data
+from lmlab.text.synthetic import (
+    AssociativeRecall,
+    MarkovSource,
+    RecallData,
+    markov_token_data,
+    recall_accuracy,
+    recall_accuracy_by_distance,
+)
 from lmlab.text.tokenizer import ByteTokenizer, CharTokenizer, get_tokenizer, load_tokenizer
 
 __all__ = [
@@ -15,4 +22,8 @@ __all__ = [
     "load_data",
     "MarkovSource",
     "markov_token_data",
+    "AssociativeRecall",
+    "RecallData",
+    "recall_accuracy",
+    "recall_accuracy_by_distance",
 ]

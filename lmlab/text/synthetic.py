@@ -1,4 +1,4 @@
-"""A synthetic language whose true distribution is known exactly: a word-level Markov chain.
+"""Synthetic languages whose truth is known exactly: a word-level Markov chain and associative recall.
 
 :class:`MarkovSource` is a stationary Markov chain of order ``k`` over ``V`` readable word tokens. Every
 quantity a language model tries to estimate is available exactly: the entropy rate (the best achievable
@@ -15,22 +15,47 @@ Conventions used throughout:
   the chain on contexts, so the marginal of any ``m`` consecutive tokens is the same wherever they start.
   The first ``m < k`` tokens are predicted by the conditionals of that stationary marginal.
 - Probabilities are float64 NumPy arrays; sampled tokens are int64 torch tensors.
+
+:class:`AssociativeRecall` is multi-query associative recall (MQAR, Arora et al. 2023, "Zoology"), a test of
+long-range memory: a sequence lists key-value pairs, then asks for the values of some keys again.
+``task.sample(n, generator=seed)`` gives ``(inputs, targets)`` scored at the answers only; the answer to
+every query is known, so :func:`recall_accuracy` is exact, ``task.as_model()`` is a perfect predictor
+(:class:`RecallOracle`), and :class:`RecallData` lets :class:`lmlab.train.Trainer` train a model on fresh
+sequences at every step. ``min_distance`` sets how far back each answer lies, which decides what a
+sliding-window attention can see; ``num_pairs`` sets how much a fixed-size state must hold.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from lmlab.checks import as_generator, check_int
-from lmlab.lm import LMOutput, lm_loss
+from lmlab.checks import as_generator, as_ids, check_int, check_vocab, model_device
+from lmlab.lm import IGNORE_INDEX, LMOutput, context_limit, eval_mode, lm_loss
 from lmlab.text.data import TokenData
 
-__all__ = ["MarkovSource", "MarkovLM", "markov_token_data", "syllable_words", "MAX_TABLE_ENTRIES"]
+__all__ = [
+    "MarkovSource",
+    "MarkovLM",
+    "markov_token_data",
+    "syllable_words",
+    "MAX_TABLE_ENTRIES",
+    "AssociativeRecall",
+    "RecallBatch",
+    "RecallOracle",
+    "RecallData",
+    "RecallByDistance",
+    "RECALL_FILLER",
+    "recall_accuracy",
+    "recall_accuracy_by_distance",
+    "recall_sources",
+]
 
 MAX_TABLE_ENTRIES = 2**22  # V**(order+1) transition probabilities at most: 32 MiB of float64
 UNITS = ("nats", "bits")
@@ -465,3 +490,434 @@ def markov_token_data(source: MarkovSource, n_train: int, n_val: int, *, seed: i
     train = source.sample(n_train, generator=seed)
     val = source.sample(n_val, generator=seed + 1)
     return TokenData(train, val, source.vocab_size)
+
+
+# ============================================================================================== recall
+# Multi-query associative recall (MQAR): the task defined by Arora et al. 2023, "Zoology: Measuring and
+# Improving Recall in Efficient Language Models" (sec. 3). A sequence lists key-value pairs, then asks for
+# the value of some of the keys again. Written here in lmlab's own layout and conventions.
+
+RECALL_FILLER = 0  # token id of the filler between the pairs and the queries, and of the padding at the end
+_MAX_COMPARE = 2**24  # booleans per chunk when positions are compared all against all (16 MiB)
+
+
+def _check_count(name: str, value: object, minimum: int) -> int:
+    """An int >= minimum; a TypeError for a non-integer (bools and floats included), a ValueError below it."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+class RecallBatch(NamedTuple):
+    """Sequences of an :class:`AssociativeRecall` task and what is asked in them (n sequences, L = seq_len,
+    Q = num_queries). ``inputs, targets = batch[:2]`` gives what a model trains on."""
+
+    inputs: torch.Tensor  # (n, L) int64 token ids
+    targets: torch.Tensor  # (n, L) int64: the answer at each query key's position, IGNORE_INDEX elsewhere
+    positions: torch.Tensor  # (Q,) int64: input positions of the query keys (the scored positions), ascending
+    answers: torch.Tensor  # (n, Q) int64: the value asked for at each of those positions
+    distances: torch.Tensor  # (n, Q) int64: query key position minus the position of its pair's value
+
+
+@dataclass(frozen=True, kw_only=True)
+class AssociativeRecall:
+    """Multi-query associative recall (MQAR; Arora et al. 2023, "Zoology", sec. 3): recall the value of a key.
+
+    Token ids: ``0`` is the filler :data:`RECALL_FILLER`; keys are ``1 .. num_keys`` and values are
+    ``num_keys + 1 .. vocab_size - 1`` (two disjoint ranges, see :attr:`key_ids` and :attr:`value_ids`).
+    One sequence of ``seq_len`` tokens (P = num_pairs, Q = num_queries, G = min_distance - 1)::
+
+        k_1 v_1 k_2 v_2 ... k_P v_P | G fillers | q_1 a_1 q_2 a_2 ... q_Q a_Q | fillers up to seq_len
+
+    The P keys are distinct, drawn uniformly without replacement; each value is drawn uniformly and
+    independently (values may repeat). The queries ``q_j`` are Q distinct keys of the pairs in random
+    order, each followed by its value ``a_j``. Targets follow lmlab's next-token convention (``logits[:, t]``
+    predicts token ``t + 1``): ``targets[:, t]`` is ``a_j`` where ``t`` is the position of ``q_j`` and
+    IGNORE_INDEX (-100) elsewhere, so only the answers are scored.
+
+    The *distance* of a query is the position of its key minus the position of the value paired with it:
+    ``2(P - i) + G + 2j - 1`` for pair i and query j (0-based), so every distance is at least
+    ``min_distance`` (reached when the last pair is asked first) and at most :attr:`max_distance`. A sliding
+    window of ``w`` positions (each query sees itself and the ``w - 1`` before it) holds the value exactly
+    when the distance is below ``w``: with ``min_distance >= w`` no value lies in the last layer's window.
+    (Stacked layers see further: ``n_layer * (w - 1)`` positions back, through the positions between.)
+
+    Args (keyword only):
+        vocab_size: all token ids, filler included; at least 4 (a filler, one key, two values).
+        num_pairs: P >= 1 key-value pairs per sequence.
+        num_queries: Q in [1, P] keys asked for; None means P (every pair is asked once).
+        min_distance: smallest distance >= 1 between a pair's value and its query (1: the queries follow
+            the pairs directly).
+        seq_len: L, tokens per sequence, at least :attr:`min_seq_len` = 2P + G + 2Q; None means that minimum.
+        num_keys: size of the key range, in [P, vocab_size - 3]; None means (vocab_size - 1) // 2.
+
+    The None defaults are resolved when the task is built, so ``dataclasses.replace(task, min_distance=8)``
+    keeps ``seq_len`` (one model block size for a sweep over distances) and says so if it no longer fits.
+    """
+
+    vocab_size: int  # all ids: filler 0, then keys, then values
+    num_pairs: int  # P key-value pairs per sequence
+    num_queries: int | None = None  # Q keys asked for; None: P
+    min_distance: int = 1  # every query is at least this many positions after its pair's value
+    seq_len: int | None = None  # L tokens per sequence; None: the minimum 2P + (min_distance - 1) + 2Q
+    num_keys: int | None = None  # ids 1..num_keys are keys, the rest values; None: (vocab_size - 1) // 2
+
+    def __post_init__(self) -> None:
+        V = _check_count("vocab_size", self.vocab_size, 4)
+        P = _check_count("num_pairs", self.num_pairs, 1)
+        K = (V - 1) // 2 if self.num_keys is None else _check_count("num_keys", self.num_keys, 1)
+        if K < P:
+            raise ValueError(
+                f"num_keys is {K} but num_pairs is {P}: the keys of a sequence are distinct, so there must be at "
+                f"least num_pairs keys; use num_keys >= {P}" + ("" if self.num_keys is not None else
+                f" (the default is (vocab_size - 1) // 2; vocab_size >= {2 * P + 1} gives enough)")
+            )  # fmt: skip
+        if V - 1 - K < 2:
+            raise ValueError(
+                f"vocab_size {V} with num_keys {K} leaves {V - 1 - K} value id(s); at least 2 are needed "
+                f"(id 0 is the filler), so use vocab_size >= {K + 3} or num_keys <= {V - 3}"
+            )
+        Q = P if self.num_queries is None else _check_count("num_queries", self.num_queries, 1)
+        if Q > P:
+            raise ValueError(f"num_queries must be in [1, num_pairs] = [1, {P}] (each key is asked once), got {Q}")
+        D = _check_count("min_distance", self.min_distance, 1)
+        need = 2 * P + (D - 1) + 2 * Q
+        L = need if self.seq_len is None else _check_count("seq_len", self.seq_len, 1)
+        if L < need:
+            raise ValueError(
+                f"seq_len {L} is too short: {P} pairs ({2 * P} tokens) + {D - 1} fillers (min_distance {D} - 1) "
+                f"+ {Q} queries with answers ({2 * Q} tokens) need seq_len >= {need}"
+            )
+        for name, value in (("vocab_size", V), ("num_pairs", P), ("num_queries", Q), ("min_distance", D),
+                            ("seq_len", L), ("num_keys", K)):  # fmt: skip
+            object.__setattr__(self, name, value)  # frozen: normalise the defaults once, here
+
+    # ------------------------------------------------------------------ layout
+    @property
+    def key_ids(self) -> range:
+        """The key ids, ``1 .. num_keys``."""
+        return range(1, 1 + self.num_keys)
+
+    @property
+    def value_ids(self) -> range:
+        """The value ids, ``num_keys + 1 .. vocab_size - 1``."""
+        return range(1 + self.num_keys, self.vocab_size)
+
+    @property
+    def num_values(self) -> int:
+        """Number of value ids."""
+        return self.vocab_size - 1 - self.num_keys
+
+    @property
+    def gap(self) -> int:
+        """Fillers between the last pair and the first query: ``min_distance - 1``."""
+        return self.min_distance - 1
+
+    @property
+    def min_seq_len(self) -> int:
+        """Shortest sequence that holds the pairs, the gap and the queries: ``2P + gap + 2Q``."""
+        return 2 * self.num_pairs + self.gap + 2 * self.num_queries
+
+    @property
+    def max_distance(self) -> int:
+        """Largest possible distance: the first pair asked last, ``min_distance + 2(P - 1) + 2(Q - 1)``."""
+        return self.min_distance + 2 * (self.num_pairs - 1) + 2 * (self.num_queries - 1)
+
+    @property
+    def query_positions(self) -> list[int]:
+        """Input positions of the Q query keys, where the answers are scored: ``2P + gap + 2j``."""
+        start = 2 * self.num_pairs + self.gap
+        return [start + 2 * j for j in range(self.num_queries)]
+
+    @property
+    def chance_accuracy(self) -> float:
+        """Expected accuracy of a guess uniform over the value ids: ``1 / num_values`` (values are uniform)."""
+        return 1.0 / self.num_values
+
+    # ------------------------------------------------------------------ sampling
+    def sample_batch(self, n: int, *, generator: torch.Generator | int | None = None) -> RecallBatch:
+        """``n`` independent sequences with their query positions, answers and distances (see :class:`RecallBatch`).
+
+        ``generator``: a CPU torch.Generator, an int seed, or None (torch's global generator); the same seed
+        gives the same batch. Tensors are int64 on the CPU.
+        """
+        n = _check_count("n", n, 1)
+        g = as_generator(generator)
+        P, Q, L = self.num_pairs, self.num_queries, self.seq_len
+        keys = torch.rand(n, self.num_keys, generator=g).argsort(dim=1)[:, :P] + 1  # (n, P), distinct per row
+        values = torch.randint(self.num_values, (n, P), generator=g) + 1 + self.num_keys  # (n, P)
+        asked = torch.rand(n, P, generator=g).argsort(dim=1)[:, :Q]  # (n, Q) distinct pair indices, random order
+        positions = torch.tensor(self.query_positions, dtype=torch.long)  # (Q,)
+        answers = values.gather(1, asked)  # (n, Q)
+        inputs = torch.full((n, L), RECALL_FILLER, dtype=torch.long)
+        inputs[:, 0 : 2 * P : 2], inputs[:, 1 : 2 * P : 2] = keys, values
+        inputs[:, positions], inputs[:, positions + 1] = keys.gather(1, asked), answers
+        targets = torch.full((n, L), IGNORE_INDEX, dtype=torch.long)
+        targets[:, positions] = answers
+        distances = positions - (2 * asked + 1)  # (n, Q): the value of pair i sits at 2i + 1
+        return RecallBatch(inputs, targets, positions, answers, distances)
+
+    def sample(
+        self, n: int, *, generator: torch.Generator | int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(inputs, targets)``, each (n, L) int64: the first two fields of :meth:`sample_batch` (same seed,
+        same tokens). Targets are IGNORE_INDEX except at the query keys, where they hold the answers."""
+        batch = self.sample_batch(n, generator=generator)
+        return batch.inputs, batch.targets
+
+    def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
+        """One sequence (L,) as text: key id ``i`` is ``k{i}``, value id ``j`` is ``v{j - num_keys - 1}``,
+        the filler is ``.``; e.g. ``"k3 v1 k7 v0 . k7 v0 k3 v1"``."""
+        seq = as_ids(ids, "ids", dims=(1,)).tolist()
+        check_vocab(torch.tensor(seq, dtype=torch.long), self.vocab_size)
+        K = self.num_keys
+        return " ".join("." if t == RECALL_FILLER else f"k{t}" if t <= K else f"v{t - K - 1}" for t in seq)
+
+    def as_model(self) -> RecallOracle:
+        """The perfect predictor of this task as a language model (see :class:`RecallOracle`)."""
+        return RecallOracle(self)
+
+
+def recall_sources(inputs: torch.Tensor) -> torch.Tensor:
+    """For every position t, the position of the value that answers it, found from the tokens alone; else -1.
+
+    ``inputs`` (n, L) -> (n, L) int64. The answer source of position t is ``p + 1`` for the first earlier
+    position ``p <= t - 2`` holding the same token as t (the key's first occurrence: its pair); it is -1 when
+    there is none. Only the query positions of a recall sequence matter; for them ``t - source`` is the
+    query's distance. Costs O(n L^2) comparisons, done in chunks of rows.
+    """
+    x = as_ids(inputs, "inputs", dims=(2,))
+    n, L = x.shape
+    out = torch.full((n, L), -1, dtype=torch.long, device=x.device)
+    earlier = torch.ones(L, L, dtype=torch.bool, device=x.device).tril(diagonal=-2)  # [t, p]: p <= t - 2
+    rows = max(1, _MAX_COMPARE // max(1, L * L))
+    for r0 in range(0, n, rows):
+        xb = x[r0 : r0 + rows]  # (b, L)
+        same = (xb[:, :, None] == xb[:, None, :]) & earlier  # (b, L, L): [b, t, p]
+        first = same.to(torch.uint8).argmax(dim=-1)  # (b, L): the first such p (argmax returns the first max)
+        out[r0 : r0 + rows] = torch.where(same.any(dim=-1), first + 1, -1)
+    return out
+
+
+class RecallOracle(nn.Module):
+    """The exact answer of an :class:`AssociativeRecall` task, in lmlab's language-model interface.
+
+    ``model(idx)`` gives ``LMOutput(logits (B, T, V), loss)``. At every position whose token is a key seen
+    before in a pair (see :func:`recall_sources`), the logits are the log-probabilities of certainty: 0 for
+    the value that followed the key, -inf for every other id. Elsewhere the oracle claims nothing and gives
+    the uniform ``-log V``. So its argmax is the right answer at every query and its loss on the targets of
+    :meth:`AssociativeRecall.sample` is exactly 0. Float32 logits on the device of ``idx``.
+    """
+
+    context_limit = None  # any length
+
+    def __init__(self, task: AssociativeRecall) -> None:
+        super().__init__()
+        if not isinstance(task, AssociativeRecall):
+            raise TypeError(f"RecallOracle needs an AssociativeRecall task, got {type(task).__name__}")
+        self.task = task
+        self.vocab_size = task.vocab_size
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        loss_mask: torch.Tensor | None = None,
+        reduction: str = "mean",
+    ) -> LMOutput:
+        """idx (B, T) int ids -> LMOutput(logits (B, T, V) float32, loss as in ``lm_loss`` or None)."""
+        if not isinstance(idx, torch.Tensor):
+            raise TypeError(f"idx must be a torch.Tensor of token ids, got {type(idx).__name__}")
+        idx = as_ids(idx, "idx", dims=(2,))
+        check_vocab(idx, self.vocab_size, "idx")
+        B, T = idx.shape
+        V, K = self.vocab_size, self.task.num_keys
+        logits = torch.full((B, T, V), -math.log(V), dtype=torch.float32, device=idx.device)
+        source = recall_sources(idx)  # (B, T)
+        is_key = (idx >= 1) & (idx <= K)
+        value = idx.gather(1, source.clamp(min=0))  # (B, T): the token at the source (junk where source = -1)
+        known = is_key & (source >= 0) & (value > K)  # (B, T): a key whose pair is in the context
+        b, t = known.nonzero(as_tuple=True)
+        logits[b, t] = float("-inf")
+        logits[b, t, value[b, t]] = 0.0
+        loss = None
+        if targets is not None:
+            loss = lm_loss(logits, targets, loss_mask=loss_mask, reduction=reduction)
+        return LMOutput(logits, loss)
+
+
+# ------------------------------------------------------------------ accuracy
+class RecallByDistance(NamedTuple):
+    """Exact recall accuracy grouped by query distance (D groups, ascending), for plotting."""
+
+    distance: np.ndarray  # (D,) int64: the smallest distance of each group (its left edge)
+    accuracy: np.ndarray  # (D,) float64: fraction of the group's queries answered exactly
+    count: np.ndarray  # (D,) int64: queries in the group
+
+
+def _recall_batch(data: object, n: int, generator: torch.Generator | int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) from a task (sampled), a RecallBatch, or an (inputs, targets) pair."""
+    if isinstance(data, AssociativeRecall):
+        return data.sample(_check_count("n", n, 1), generator=generator)
+    if isinstance(data, tuple) and len(data) >= 2 and all(isinstance(t, torch.Tensor) for t in data[:2]):
+        inputs, targets = as_ids(data[0], "inputs", dims=(2,)).cpu(), as_ids(data[1], "targets", dims=(2,)).cpu()
+        if inputs.shape != targets.shape:
+            raise ValueError(f"inputs {tuple(inputs.shape)} and targets {tuple(targets.shape)} must have one shape")
+        if not bool((targets != IGNORE_INDEX).any()):
+            raise ValueError("targets score no position (all are IGNORE_INDEX = -100): nothing to measure")
+        return inputs, targets
+    raise TypeError(
+        f"data must be an AssociativeRecall task, a RecallBatch or an (inputs, targets) pair of tensors, "
+        f"got {type(data).__name__}"
+    )
+
+
+def _recall_hits(
+    model: object, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hit, scored), each (n, L) bool on the CPU: argmax of the logits equals the target; target is scored."""
+    if not callable(model):
+        raise TypeError(f"model must be a language model (callable on token ids), got {type(model).__name__}")
+    batch_size = _check_count("batch_size", batch_size, 1)
+    limit = context_limit(model)
+    if limit is not None and inputs.shape[1] > limit:
+        raise ValueError(
+            f"the sequences have {inputs.shape[1]} tokens but the model reads at most {limit}; build it with "
+            f"block_size >= {inputs.shape[1]}"
+        )
+    device = model_device(model)
+    hits = []
+    with eval_mode(model):
+        for r0 in range(0, len(inputs), batch_size):
+            x = inputs[r0 : r0 + batch_size].to(device)  # (b, L)
+            out = model(x)
+            logits = out if isinstance(out, torch.Tensor) else getattr(out, "logits", None)
+            if logits is None and isinstance(out, tuple | list) and out:
+                logits = out[0]
+            if not isinstance(logits, torch.Tensor) or logits.dim() != 3 or logits.shape[:2] != x.shape:
+                shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(out).__name__
+                raise ValueError(
+                    f"the model must return logits of shape (B, T, V) = ({len(x)}, {x.shape[1]}, V), got {shape}"
+                )
+            hits.append(logits.argmax(dim=-1).cpu() == targets[r0 : r0 + batch_size])  # (b, L)
+    scored = targets != IGNORE_INDEX
+    return torch.cat(hits) & scored, scored
+
+
+def recall_accuracy(
+    model: object,
+    data: AssociativeRecall | RecallBatch | tuple[torch.Tensor, torch.Tensor],
+    *,
+    n: int = 512,
+    generator: torch.Generator | int | None = 0,
+    batch_size: int = 128,
+) -> float:
+    """Exact recall accuracy: the fraction of scored positions where the argmax of the logits is the target.
+
+    ``data``: a task (then ``n`` sequences are sampled with ``generator``, default seed 0, the same ones on
+    every call), a :class:`RecallBatch`, or ``(inputs, targets)`` (n, L) with IGNORE_INDEX where not scored.
+    The model runs in eval mode without gradients, ``batch_size`` sequences at a time, on its own device;
+    ``logits[:, t]`` is read where ``targets[:, t]`` is scored (lmlab's next-token convention). Accuracy as
+    defined for MQAR by Arora et al. 2023 ("Zoology", sec. 3): each answer counts, right or wrong.
+    """
+    inputs, targets = _recall_batch(data, n, generator)
+    hit, scored = _recall_hits(model, inputs, targets, batch_size)
+    return float(hit.sum()) / float(scored.sum())
+
+
+def recall_accuracy_by_distance(
+    model: object,
+    data: AssociativeRecall | RecallBatch | tuple[torch.Tensor, torch.Tensor],
+    *,
+    n: int = 512,
+    generator: torch.Generator | int | None = 0,
+    batch_size: int = 128,
+    bin_width: int = 1,
+) -> RecallByDistance:
+    """:func:`recall_accuracy` split by the distance of each query (see :class:`AssociativeRecall`).
+
+    Distances are measured from the tokens (:func:`recall_sources`) and grouped in bins of ``bin_width``
+    (``distance // bin_width * bin_width``); only non-empty groups are returned. The layout of
+    :class:`AssociativeRecall` gives distances of one parity only (``min_distance`` plus even numbers), so
+    ``bin_width=2`` loses nothing and halves the points of a plot.
+    """
+    bin_width = _check_count("bin_width", bin_width, 1)
+    inputs, targets = _recall_batch(data, n, generator)
+    hit, scored = _recall_hits(model, inputs, targets, batch_size)
+    source = recall_sources(inputs)  # (n, L)
+    if bool((source[scored] < 0).any()):
+        raise ValueError("a scored position's key does not occur earlier in its sequence; no distance to measure")
+    pos = torch.arange(inputs.shape[1]).expand_as(inputs)
+    dist = (pos - source)[scored] // bin_width * bin_width  # (N,) one per query
+    groups, which = torch.unique(dist, return_inverse=True)
+    count = torch.bincount(which, minlength=len(groups))
+    right = torch.bincount(which, weights=hit[scored].double(), minlength=len(groups))
+    return RecallByDistance(groups.numpy(), (right / count).numpy(), count.numpy())
+
+
+class RecallData:
+    """Training data for :class:`lmlab.train.Trainer` from an :class:`AssociativeRecall` task.
+
+    The train split is infinite: every ``get_batch("train", ...)`` samples fresh sequences from the
+    trainer's generator (so a seeded run, and its resume, sees the same ones). The val split is a fixed set
+    of ``n_val`` sequences, sampled once from ``seed``: ``iter_split("val", ...)`` walks through it (the
+    exact evaluation of ``TrainConfig(eval_batches=None)``) and ``get_batch("val", ...)`` draws rows of it.
+    The loss is on the answers only (targets are IGNORE_INDEX elsewhere), so ``val_loss`` is nats per answer.
+    ``block_size`` must be the task's ``seq_len``: build the model with ``block_size=task.seq_len``.
+
+    The val set is sampled from a seed mixed from ``seed`` (not ``seed`` itself), so that it differs from the
+    train batches of a trainer whose ``TrainConfig.seed`` equals ``seed``.
+    """
+
+    def __init__(self, task: AssociativeRecall, n_val: int = 512, *, seed: int = 0) -> None:
+        if not isinstance(task, AssociativeRecall):
+            raise TypeError(f"task must be an AssociativeRecall, got {type(task).__name__}")
+        self.task = task
+        self.vocab_size = task.vocab_size
+        self.seed = _check_count("seed", seed, 0)
+        val_seed = (self.seed * 0x9E3779B97F4A7C15 + 0x2545F4914F6CDD1D) % 2**63  # far from small train seeds
+        self.val = task.sample(_check_count("n_val", n_val, 1), generator=val_seed)  # (inputs, targets)
+        self._train_generator = torch.Generator().manual_seed(self.seed)  # used when no generator is given
+
+    def _check(self, split: str, batch_size: int, block_size: int) -> int:
+        if split not in ("train", "val"):
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        if _check_count("block_size", block_size, 1) != self.task.seq_len:
+            raise ValueError(
+                f"block_size {block_size} differs from the task's seq_len {self.task.seq_len}: every window is one "
+                f"whole sequence; use TrainConfig(block_size={self.task.seq_len}) or a model with that block_size"
+            )
+        return _check_count("batch_size", batch_size, 1)
+
+    def get_batch(
+        self,
+        split: str,
+        batch_size: int,
+        block_size: int,
+        generator: torch.Generator | None = None,
+        device: str | torch.device = "cpu",
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x, y)``, each (batch_size, seq_len) int64 on ``device``: fresh train sequences, or random val rows."""
+        B = self._check(split, batch_size, block_size)
+        g = self._train_generator if generator is None else generator
+        if split == "train":
+            x, y = self.task.sample(B, generator=g)
+        else:
+            rows = torch.randint(len(self.val[0]), (B,), generator=g)
+            x, y = self.val[0][rows], self.val[1][rows]
+        return x.to(device), y.to(device)
+
+    def iter_split(
+        self, split: str, batch_size: int, block_size: int, device: str | torch.device = "cpu"
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The val set in order, ``batch_size`` sequences at a time (the last batch may be smaller)."""
+        B = self._check(split, batch_size, block_size)
+        if split == "train":
+            raise ValueError("the train split is sampled afresh at every step and has no end; iterate over 'val'")
+        return ((x.to(device), y.to(device)) for x, y in zip(self.val[0].split(B), self.val[1].split(B), strict=True))
+
+    def __repr__(self) -> str:
+        return f"RecallData({self.task!r}, n_val={len(self.val[0])}, seed={self.seed})"
