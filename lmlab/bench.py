@@ -10,10 +10,17 @@ use the PaLM training-FLOP count (``GPT.flops_per_token``) and are compared with
 ``lmlab bench decode``: generation with ``lmlab.generation`` against transformers' ``generate`` on the same
 weights (greedy and beam search, batch 1, KV cache on both sides), checking that the outputs are
 identical; and lmlab's greedy decoding with and without the KV cache as the output grows.
+
+``lmlab bench attention``: time and peak memory of lmlab's GPT with each attention kind as the sequence
+grows (:func:`lmlab.attention_cost.measure`), lengths whose estimated memory exceeds the limit reported as
+skipped, power laws fitted past the crossover length, the longest length each kind handled; and, for full
+attention, one attention layer of lmlab (``attention_impl="sdpa"``) against the same layer written with
+direct calls to PyTorch's ``scaled_dot_product_attention`` (the named peer) on the same input and weights.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -24,6 +31,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from lmlab import attention_cost as ac
+from lmlab.checks import check_int, check_number, is_int
 from lmlab.device import resolve_device
 from lmlab.lm import LMOutput, lm_loss
 from lmlab.models import GPT, GPTConfig
@@ -39,6 +48,12 @@ __all__ = [
     "CacheBenchRow",
     "GPU_PEAK_TFLOPS",
     "peak_tflops",
+    "bench_attention",
+    "AttentionBenchResult",
+    "AttentionBenchRow",
+    "SdpaPeerRow",
+    "ATTENTION_LENGTHS_CPU",
+    "ATTENTION_LENGTHS_GPU",
 ]
 
 # Dense peak TFLOP/s by device name, as torch.cuda.get_device_name reports it: (fp32 on the CUDA cores,
@@ -610,6 +625,293 @@ def bench_decode(
         cache_rows=cache_rows,
         compile_seconds=compile_seconds,
     )
+
+
+# ---------------------------------------------------------------------------------------------- attention
+ATTENTION_LENGTHS_CPU = tuple(256 * 2**k for k in range(7))  # 256, 512, ..., 16384
+ATTENTION_LENGTHS_GPU = tuple(256 * 2**k for k in range(10))  # 256, ..., 131072
+
+
+@dataclass
+class AttentionBenchRow:
+    """One (kind, length) of the attention bench: measured, or skipped with the reason."""
+
+    kind: str
+    length: int
+    estimate_bytes: float | None  # peak_memory_estimate in all (None: the kind could not be estimated)
+    measurement: ac.Measurement | None
+    skipped: str | None = None  # why it was not measured
+
+
+@dataclass
+class SdpaPeerRow:
+    """One attention layer at length T: lmlab's against the same layer through direct PyTorch calls."""
+
+    length: int
+    seconds: dict[str, float]  # "lmlab", "direct", "kernel": median seconds of a forward pass without grad
+
+    @property
+    def speed_ratio(self) -> float:
+        """The direct layer's time over lmlab's (> 1: lmlab is faster)."""
+        return self.seconds["direct"] / self.seconds["lmlab"]
+
+    @property
+    def kernel_share(self) -> float:
+        """The SDPA kernel alone over lmlab's whole layer: the share of the layer spent in attention itself."""
+        return self.seconds["kernel"] / self.seconds["lmlab"]
+
+
+def _gb(n: float) -> str:
+    """Bytes as GB (10^9 bytes), with three significant digits below 10 GB."""
+    return f"{n / 1e9:.3g} GB" if n < 1e10 else f"{n / 1e9:,.0f} GB"
+
+
+_FIT_WHAT = {"forward": "forward_seconds", "forward_backward": "forward_backward_seconds",
+             "memory": "peak_memory_bytes"}  # fmt: skip
+
+
+@dataclass
+class AttentionBenchResult:
+    """Everything ``lmlab bench attention`` measured; :meth:`report` prints it."""
+
+    shape: ac.CostShape
+    kinds: tuple[str, ...]
+    window: int
+    attention_impl: str
+    batch_size: int
+    device: str
+    threads: int
+    repeats: int
+    warmup: int
+    memory_limit_bytes: float
+    rows: list[AttentionBenchRow]
+    peer_rows: list[SdpaPeerRow]
+    seconds: float  # wall time of the whole bench
+    load: tuple[float, float] | None = None  # the 1-minute load average at the start and the end (Unix)
+
+    @property
+    def crossover(self) -> float:
+        """Where full attention's FLOPs equal the rest of a layer's (:func:`lmlab.attention_cost.crossover_length`)."""
+        return ac.crossover_length(self.shape)
+
+    def measured(self, kind: str) -> list[ac.Measurement]:
+        return [r.measurement for r in self.rows if r.kind == kind and r.measurement is not None]
+
+    def fit(self, kind: str, what: str) -> ac.PowerLawFit | None:
+        """Power law of ``what`` ("forward", "forward_backward", "memory" or "flops": the analytic forward
+        FLOPs) against T over the measured lengths past the crossover; None with fewer than 3 such lengths
+        with positive values."""
+        if what not in (*_FIT_WHAT, "flops"):
+            raise ValueError(f"what must be one of {(*_FIT_WHAT, 'flops')}, got {what!r}")
+        points = [(m.length, getattr(m, _FIT_WHAT.get(what, "flops"))) for m in self.measured(kind)]
+        points = [(t, v) for t, v in points if t > self.crossover and v is not None and v > 0]
+        if len({t for t, _ in points}) < 3:
+            return None
+        return ac.fit_exponent([t for t, _ in points], [v for _, v in points])
+
+    def largest(self, kind: str) -> int | None:
+        """The longest length this kind was measured at (within the memory limit), or None."""
+        return max((m.length for m in self.measured(kind)), default=None)
+
+    def report(self) -> str:
+        s = self.shape
+        first = next((m for k in self.kinds for m in self.measured(k)), None)
+        dtype = first.dtype if first else ("float32" if s.bytes_per_value == 4 else "bfloat16")
+        out = [
+            f"attention bench: lmlab GPT of {s.n_layer} layer(s), n_embd {s.n_embd}, {s.n_head} heads, vocabulary "
+            f"{s.vocab_size}, {dtype}, attention_impl {self.attention_impl} (sliding window {self.window}), batch "
+            f"{self.batch_size}, device {self.device}, {self.threads} threads; median of {self.repeats} repeats "
+            f"after {self.warmup} warm-up",
+        ]
+        if first is not None and first.peak_memory_bytes is not None:
+            out.append(f"  peak memory: {first.memory_what}, during one {first.memory_pass} pass")
+        elif first is not None:
+            out.append("  peak memory: not measured")
+        out.append(f"  memory limit {_gb(self.memory_limit_bytes)}, checked before each run on the "
+                   "conservative estimate lmlab.attention_cost.peak_memory_estimate")  # fmt: skip
+        out.append(f"  {'kind':15}{'T':>7}{'forward s':>11}{'fwd+bwd s':>11}{'peak MB':>10}{'estimate MB':>13}"
+                   f"{'GFLOP fwd':>11}{'GFLOP/s fwd+bwd':>17}")  # fmt: skip
+        for r in self.rows:
+            m = r.measurement
+            if m is None:
+                out.append(f"  {r.kind:15}{r.length:>7}  skipped: {r.skipped}")
+                continue
+            fb = m.forward_backward_seconds
+            peak = f"{m.peak_memory_bytes / 1e6:10.1f}" if m.peak_memory_bytes is not None else f"{'n/a':>10}"
+            rate = f"{m.forward_backward_flops / fb / 1e9:17.2f}" if fb else f"{'n/a':>17}"
+            out.append(f"  {r.kind:15}{r.length:>7}{m.forward_seconds:11.4f}"
+                       + (f"{fb:11.4f}" if fb is not None else f"{'n/a':>11}")
+                       + f"{peak}{m.estimated_memory_bytes / 1e6:13.1f}{m.flops / 1e9:11.3f}{rate}")  # fmt: skip
+        out.append(f"fitted exponents k of value ~ c T^k over the measured lengths past the crossover "
+                   f"T > {self.crossover:g} (95% interval); analytic: lmlab.attention_cost.model_flops")  # fmt: skip
+        out.append(f"  {'kind':15}{'points':>7}  {'forward':22}{'fwd+bwd':22}{'peak memory':22}{'analytic FLOPs':16}")
+        for kind in self.kinds:
+            fits = {w: self.fit(kind, w) for w in ("forward", "forward_backward", "memory", "flops")}
+            n = max((f.n for f in fits.values() if f is not None), default=0)
+            cells = [f"{f.exponent:.2f} [{f.low:.2f}, {f.high:.2f}]" if f else "n/a (< 3 lengths)"
+                     for f in fits.values()]  # fmt: skip
+            out.append(f"  {kind:15}{n:>7}  {cells[0]:22}{cells[1]:22}{cells[2]:22}{cells[3]:16}")
+        largest = ", ".join(f"{k} {self.largest(k) if self.largest(k) else 'none'}" for k in self.kinds)
+        out.append(f"largest T measured within {_gb(self.memory_limit_bytes)}: {largest}")
+        if self.peer_rows:
+            out.append("lmlab vs PyTorch's SDPA (the peer), full attention: one attention layer (q, k, v and output "
+                       "projections around the kernel), forward without gradients, same input and weights, "
+                       "is_causal=True")  # fmt: skip
+            out.append(f"  {'T':>7}{'lmlab layer ms':>16}{'direct layer ms':>17}{'speed lmlab/direct':>20}"
+                       f"{'SDPA kernel alone ms':>22}{'kernel share':>14}")  # fmt: skip
+            for p in self.peer_rows:
+                ms = {k: 1e3 * v for k, v in p.seconds.items()}
+                out.append(f"  {p.length:>7}{ms['lmlab']:16.3f}{ms['direct']:17.3f}{p.speed_ratio:19.2f}x"
+                           f"{ms['kernel']:22.3f}{p.kernel_share:14.0%}")  # fmt: skip
+        took = f"bench took {self.seconds:.0f} s"
+        if self.load is not None:
+            took += (f"; load average {self.load[0]:.2f} at the start, {self.load[1]:.2f} at the end, on "
+                     f"{os.cpu_count()} CPUs (other work on them slows multi-threaded passes unevenly)")  # fmt: skip
+        out.append(took)
+        return "\n".join(out)
+
+
+def _direct_attention_layer(x: torch.Tensor, attn: torch.nn.Module, n_head: int) -> torch.Tensor:
+    """The attention layer with ``attn``'s weights, written as direct PyTorch calls: x (B, T, C) -> (B, T, C)."""
+    B, T, C = x.shape
+    q, k, v = F.linear(x, attn.c_attn.weight, attn.c_attn.bias).split(C, dim=2)  # each (B, T, C)
+    q, k, v = (t.view(B, T, n_head, C // n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
+    return F.linear(y.transpose(1, 2).reshape(B, T, C), attn.c_proj.weight, attn.c_proj.bias)
+
+
+def _sdpa_peer(lengths: list[int], shape: ac.CostShape, batch_size: int, repeats: int, device: torch.device,
+               seed: int) -> list[SdpaPeerRow]:  # fmt: skip
+    """lmlab's full-attention layer (attention_impl="sdpa") vs the same layer through direct PyTorch calls,
+    and the SDPA kernel alone on same-shaped q, k, v; a RuntimeError if the two layers disagree."""
+    dtype = torch.float32 if shape.bytes_per_value == 4 else torch.bfloat16
+    rows = []
+    for T in lengths:
+        cfg = GPTConfig(vocab_size=shape.vocab_size, block_size=T, n_layer=1, n_head=shape.n_head,
+                        n_embd=shape.n_embd, n_inner=shape.mlp_width, attention_impl="sdpa")  # fmt: skip
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            attn = GPT(cfg).transformer.h[0].attn.to(device=device, dtype=dtype).eval()
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(batch_size, T, shape.n_embd, generator=g).to(device=device, dtype=dtype)  # (B, T, C)
+        q, k, v = (torch.randn(batch_size, shape.n_head, T, shape.head_size, generator=g).to(device=device, dtype=dtype)
+                   for _ in range(3))  # (B, nh, T, hs) each  # fmt: skip
+        with torch.no_grad():
+            ours, theirs = attn(x), _direct_attention_layer(x, attn, shape.n_head)
+            tol = 1e-4 if dtype == torch.float32 else 2e-2
+            if not torch.allclose(ours, theirs, rtol=tol, atol=tol):
+                err = (ours - theirs).abs().max().item()
+                raise RuntimeError(f"T={T}: lmlab's attention layer differs from the direct PyTorch layer by {err:.3g}")
+            contestants = {
+                "lmlab": partial(attn, x),
+                "direct": partial(_direct_attention_layer, x, attn, shape.n_head),
+                "kernel": partial(F.scaled_dot_product_attention, q, k, v, is_causal=True),
+            }
+            for fn in contestants.values():  # warm-up
+                fn()
+            rows.append(SdpaPeerRow(T, _median_seconds(contestants, repeats, device)))
+    return rows
+
+
+def bench_attention(
+    lengths: tuple[int, ...] | None = None,
+    kinds: tuple[str, ...] = ac.KINDS,
+    *,
+    shape: ac.CostShape = ac.MEASURE_SHAPE,
+    window: int = 256,
+    attention_impl: str = "sdpa",
+    memory_limit_gb: float | None = None,
+    batch_size: int = 1,
+    repeats: int = 3,
+    warmup: int = 1,
+    memory: bool = True,
+    peer: bool = True,
+    threads: int | None = 2,
+    device: str = "cpu",
+    seed: int = 0,
+    timeout_s: float = 600.0,
+) -> AttentionBenchResult:
+    """Time and memory of lmlab's GPT by attention kind and length, power-law fits, and the SDPA peer.
+
+    For each kind of ``kinds`` (``window`` for the sliding window) and each length of ``lengths``
+    (default :data:`ATTENTION_LENGTHS_CPU`, 256 to 16,384, on the CPU; :data:`ATTENTION_LENGTHS_GPU`, to
+    131,072, on a GPU), shortest first: :func:`lmlab.attention_cost.measure` of one length (a child
+    process per length on the CPU when ``memory``), unless its estimated peak
+    (:func:`lmlab.attention_cost.peak_memory_estimate`) exceeds ``memory_limit_gb`` (default 4 GB on the
+    CPU, 90% of the GPU's memory; GB = 10^9 bytes), or a shorter length of the kind ran out of time
+    (``timeout_s``) or memory: such lengths are reported as skipped, with the reason. A kind lmlab's GPT
+    does not implement is skipped whole. With ``peer``, for full attention at every length it was measured
+    at: one attention layer of lmlab (``attention_impl="sdpa"``) against the same layer with the same
+    weights through direct calls to ``torch.nn.functional.scaled_dot_product_attention`` (``is_causal=True``)
+    on the same input, and the kernel alone on same-shaped q, k, v; forward without gradients, medians of
+    ``repeats`` interleaved repeats after a warm-up, the two layers' outputs checked to agree.
+    """
+    from lmlab.models import ATTENTION_KINDS
+
+    t_start, load_start = time.perf_counter(), _load_average()
+    if threads is not None:
+        check_int("threads", threads, 1)
+        torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    if lengths is None:
+        lengths = ATTENTION_LENGTHS_GPU if dev.type == "cuda" else ATTENTION_LENGTHS_CPU
+    if isinstance(lengths, str) or not lengths or any(not is_int(t) or t < 1 for t in lengths):
+        raise ValueError(f"lengths must be a non-empty sequence of integers >= 1, got {lengths!r}")
+    Ts = sorted({int(t) for t in lengths})
+    if isinstance(kinds, str) or not kinds:
+        raise ValueError(f"kinds must be a non-empty sequence of attention kinds from {ac.KINDS}, got {kinds!r}")
+    for kind in kinds:
+        if kind not in ac.KINDS:
+            raise ValueError(f"kind must be one of {ac.KINDS}, got {kind!r}")
+    check_int("window", window, 1)
+    if memory_limit_gb is None:
+        limit = ac.default_memory_limit(dev)
+    else:
+        limit = check_number("memory_limit_gb", memory_limit_gb, positive=True) * 1e9
+    rows: list[AttentionBenchRow] = []
+    for kind in kinds:
+        w = window if kind == "sliding_window" else None
+        stop = "not implemented by lmlab's GPT" if kind not in ATTENTION_KINDS else None
+        for T in Ts:
+            est = sum(ac.peak_memory_estimate(T, shape, kind, w, attention_impl=attention_impl,
+                                              batch_size=batch_size).values())  # fmt: skip
+            if stop is not None:
+                rows.append(AttentionBenchRow(kind, T, est, None, stop))
+                continue
+            if est > limit:
+                why = f"estimated peak {_gb(est)} > limit {_gb(limit)}"
+                rows.append(AttentionBenchRow(kind, T, est, None, why))
+                continue
+            try:
+                (m,) = ac.measure(kind, [T], shape=shape, window=w, attention_impl=attention_impl,
+                                  batch_size=batch_size, repeats=repeats, warmup=warmup, memory=memory,
+                                  memory_limit_bytes=limit, device=str(dev), seed=seed, threads=threads,
+                                  timeout_s=timeout_s)  # fmt: skip
+            except (TimeoutError, MemoryError, torch.OutOfMemoryError) as err:
+                rows.append(AttentionBenchRow(kind, T, est, None, f"{type(err).__name__}: {err}"))
+                stop = f"a shorter length ({T}) already failed ({type(err).__name__})"
+                continue
+            rows.append(AttentionBenchRow(kind, T, est, m))
+    result = AttentionBenchResult(
+        shape=shape, kinds=tuple(kinds), window=window, attention_impl=attention_impl, batch_size=batch_size,
+        device=str(dev), threads=torch.get_num_threads(), repeats=repeats, warmup=warmup, memory_limit_bytes=limit,
+        rows=rows, peer_rows=[], seconds=0.0,
+    )  # fmt: skip
+    if peer and "full" in kinds:
+        done = [m.length for m in result.measured("full")]
+        result.peer_rows = _sdpa_peer(done, shape, batch_size, repeats, dev, seed)
+    result.seconds = time.perf_counter() - t_start
+    load_end = _load_average()
+    result.load = None if load_start is None or load_end is None else (load_start, load_end)
+    return result
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average (processes running or waiting for a CPU), or None where there is none."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 if __name__ == "__main__":

@@ -202,10 +202,29 @@ def _int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from lmlab.bench import bench_decode, bench_train
+def _name_list(text: str) -> tuple[str, ...]:
+    """"full,linear" -> ("full", "linear")."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
-    if args.what == "train":
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from lmlab.bench import bench_attention, bench_decode, bench_train
+
+    if args.what == "attention":
+        result = bench_attention(
+            args.lengths or None,
+            args.kinds,
+            window=args.window,
+            attention_impl=args.impl,
+            memory_limit_gb=args.memory_limit_gb,
+            repeats=args.repeats if args.repeats is not None else 3,
+            memory=not args.no_memory,
+            peer=not args.no_peer,
+            threads=args.threads,
+            device=args.device,
+            timeout_s=args.timeout,
+        )
+    elif args.what == "train":
         result = bench_train(
             args.preset,
             batch_size=args.batch_size,
@@ -325,10 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_score)
 
     b = sub.add_parser("bench", help="benchmarks against a named peer, printing ratios")
-    b.add_argument("what", choices=["train", "decode"],
+    b.add_argument("what", choices=["train", "decode", "attention"],
                    help="train: lmlab vs transformers GPT2LMHeadModel training steps; decode: lmlab.generation vs "
                         "transformers generate (greedy, beam search, batched samples, a compiled step) and generation "
-                        "with vs without the KV cache")
+                        "with vs without the KV cache; attention: time and memory by attention kind as the sequence "
+                        "grows, fitted exponents, and lmlab's attention layer vs PyTorch's SDPA")
     b.add_argument("--preset", default="tiny", help="train: model shape")
     b.add_argument("--batch-size", type=int, default=12, help="train: sequences per step")
     b.add_argument("--block-size", type=int, default=None, help="train: tokens per sequence (default: the preset's)")
@@ -349,8 +369,25 @@ def build_parser() -> argparse.ArgumentParser:
                         "compiling takes about half a minute")
     b.add_argument("--cache-repeats", type=int, default=3,
                    help="decode: repeats of the KV cache comparison (its uncached runs are slow)")
+    b.add_argument("--lengths", type=_int_list, default=None,
+                   help="attention: comma-separated sequence lengths (default: 256,512,...,16384 on the CPU, "
+                        "to 131072 on a GPU)")
+    b.add_argument("--kinds", type=_name_list, default=("full", "sliding_window", "linear"),
+                   help="attention: comma-separated attention kinds (default: full,sliding_window,linear)")
+    b.add_argument("--window", type=int, default=256, help="attention: positions each query of the sliding window sees")
+    b.add_argument("--impl", default="sdpa", choices=["sdpa", "naive", "auto"],
+                   help="attention: lmlab's attention_impl (naive: explicit T x T matrices)")
+    b.add_argument("--memory-limit-gb", type=float, default=None,
+                   help="attention: skip lengths whose estimated peak memory exceeds this many GB (10^9 bytes; "
+                        "default: 4 on the CPU, 90%% of the GPU's memory)")
+    b.add_argument("--no-memory", action="store_true",
+                   help="attention: time only, in this process (no child process per length, no peak memory)")
+    b.add_argument("--no-peer", action="store_true", help="attention: skip the comparison with PyTorch's SDPA")
+    b.add_argument("--timeout", type=float, default=600.0,
+                   help="attention: seconds one length may take before its run is stopped and reported")
     b.add_argument("--repeats", type=int, default=None,
-                   help="interleaved repeats, the median is reported (default: 9 for train, 5 for decode)")
+                   help="interleaved repeats, the median is reported (default: 9 for train, 5 for decode, 3 for "
+                        "attention)")
     b.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch")
     b.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     b.set_defaults(func=cmd_bench)

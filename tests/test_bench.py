@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
+import lmlab.attention_cost as ac
 import lmlab.bench as bench
-from lmlab.bench import GPU_PEAK_TFLOPS, TrainBenchResult, peak_tflops
+import lmlab.models
+from lmlab.attention_cost import CostShape
+from lmlab.bench import GPU_PEAK_TFLOPS, TrainBenchResult, bench_attention, peak_tflops
+from lmlab.models import ATTENTION_KINDS
 from lmlab.train import Trainer
 
 
@@ -77,3 +83,86 @@ def test_cpu_train_bench_keeps_its_plain_fp32_step(monkeypatch):
     assert calls == {}
     assert result.report().splitlines()[0].endswith("threads, fp32; forward + backward + fused AdamW step")
     assert result.reference_name == "1024x1024 fp32 matmul" and result.reference_gflops > 0
+
+
+# --- bench attention (tiny sizes; never asserts on time) ------------------------------------------------------
+TINY = CostShape(n_layer=1, n_embd=4, n_head=2, vocab_size=16, bytes_per_value=4)  # crossover at 6 * 4 = 24
+
+
+def test_attention_bench_measures_fits_and_compares_with_sdpa():
+    lengths = (32, 48, 64, 96)
+    result = bench_attention(lengths, ATTENTION_KINDS, shape=TINY, window=8, memory=False, repeats=1, warmup=0)
+    assert [(r.kind, r.length) for r in result.rows] == [(k, t) for k in ATTENTION_KINDS for t in lengths]
+    assert all(r.skipped is None and r.measurement is not None for r in result.rows)
+    for r in result.rows:
+        m = r.measurement
+        assert m.forward_seconds > 0 and m.forward_backward_seconds > 0 and m.flops > 0
+        assert m.estimated_memory_bytes == r.estimate_bytes > 0 and m.peak_memory_bytes is None
+    assert result.crossover == 24
+    for kind in ATTENTION_KINDS:
+        assert result.largest(kind) == 96
+        for what in ("forward", "forward_backward", "flops"):
+            fit = result.fit(kind, what)
+            assert fit.n == 4 and all(map(math.isfinite, (fit.exponent, fit.low, fit.high))) and fit.low <= fit.high
+        assert result.fit(kind, "memory") is None  # not measured
+    assert [p.length for p in result.peer_rows] == list(lengths)
+    for p in result.peer_rows:
+        assert set(p.seconds) == {"lmlab", "direct", "kernel"} and all(v > 0 for v in p.seconds.values())
+        assert math.isfinite(p.speed_ratio) and p.speed_ratio > 0
+    lines = result.report().splitlines()
+    assert lines[0].startswith("attention bench: lmlab GPT of 1 layer(s), n_embd 4, 2 heads, vocabulary 16, float32")
+    assert sum(line.startswith("  full ") for line in lines) == len(lengths) + 1  # the rows and the fit
+    assert any(line.startswith("largest T measured within 4 GB: full 96") for line in lines)
+    assert any("lmlab vs PyTorch's SDPA" in line for line in lines)
+    with pytest.raises(ValueError, match="what must be one of"):
+        result.fit("full", "time")
+
+
+def test_attention_bench_skips_lengths_over_the_limit_with_the_estimate():
+    result = bench_attention((32, 64), ("full", "linear"), shape=TINY, memory_limit_gb=1e-6, memory=False)
+    assert all(r.measurement is None and r.skipped.startswith("estimated peak ") for r in result.rows)
+    est = sum(ac.peak_memory_estimate(64, TINY, "full").values())
+    assert result.rows[1].estimate_bytes == est and f"{est / 1e9:.3g} GB > limit 1e-06 GB" in result.rows[1].skipped
+    assert result.largest("full") is None and result.fit("full", "forward") is None and result.peer_rows == []
+    assert "  full                32  skipped: estimated peak" in result.report()
+
+
+def test_attention_bench_reports_a_timeout_and_skips_longer_lengths(monkeypatch):
+    real = ac.measure
+
+    def slow_at_64(kind, lengths, **kwargs):
+        if lengths == [64]:
+            raise TimeoutError("measuring took longer than timeout_s = 1 s")
+        return real(kind, lengths, **kwargs)
+
+    monkeypatch.setattr(ac, "measure", slow_at_64)
+    result = bench_attention((32, 64, 96), ("full",), shape=TINY, memory=False, repeats=1, peer=False)
+    assert [r.skipped for r in result.rows] == [
+        None, "TimeoutError: measuring took longer than timeout_s = 1 s",
+        "a shorter length (64) already failed (TimeoutError)",
+    ]  # fmt: skip
+    assert result.largest("full") == 32
+
+
+def test_attention_bench_skips_a_kind_the_model_lacks(monkeypatch):
+    monkeypatch.setattr(lmlab.models, "ATTENTION_KINDS", ("full",))
+    result = bench_attention((16,), ("full", "linear"), shape=TINY, memory=False, repeats=1, peer=False)
+    assert result.rows[0].measurement is not None
+    assert result.rows[1].skipped == "not implemented by lmlab's GPT" and result.largest("linear") is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(lengths=(32, 0)), "lengths must be a non-empty sequence of integers >= 1"),
+        (dict(lengths=()), "lengths must be a non-empty sequence"),
+        (dict(kinds=("full", "sparse")), r"kind must be one of \('full', 'sliding_window', 'linear'\)"),
+        (dict(kinds="full"), "kinds must be a non-empty sequence"),
+        (dict(window=0), "window must be an integer >= 1"),
+        (dict(memory_limit_gb=0), "memory_limit_gb must be a finite number > 0"),
+        (dict(threads=0), "threads must be an integer >= 1"),
+    ],
+)
+def test_attention_bench_bad_input(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        bench_attention(**({"lengths": (16,), "shape": TINY, "memory": False} | kwargs))

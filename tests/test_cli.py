@@ -1,5 +1,6 @@
 """The command line: train a micro run, sample and score it, info, and clear errors."""
 
+import math
 import subprocess
 import sys
 
@@ -212,3 +213,29 @@ def test_resume_with_another_model_or_tokenizer_leaves_the_run_alone(tmp_path, c
     assert _train(other, char_run, "--resume") == 2
     assert "holds another tokenizer" in capsys.readouterr().err
     assert (char_run / "tokenizer.json").read_bytes() == saved_tokenizer
+
+
+def test_bench_attention_prints_time_memory_fits_and_the_sdpa_peer(capsys):
+    assert main(["bench", "attention", "--lengths", "32,64", "--kinds", "full", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].startswith("attention bench: lmlab GPT of 1 layer(s), n_embd 64, 4 heads")
+    assert "child process" in lines[1]  # what the peak memory means
+    rows = [line.split() for line in lines if line.startswith("  full ") and "n/a" not in line]
+    assert [r[1] for r in rows] == ["32", "64"]
+    for r in rows:  # T, forward s, fwd+bwd s, peak MB, estimate MB, GFLOP, GFLOP/s: all finite, >= 0
+        values = [float(v) for v in r[1:]]
+        assert all(math.isfinite(v) and v >= 0 for v in values) and values[1] > 0 and values[2] > 0
+    assert "largest T measured within 4 GB: full 64" in out
+    assert "lmlab vs PyTorch's SDPA (the peer)" in out and "speed lmlab/direct" in out
+
+
+def test_bench_attention_skips_and_errors(capsys):
+    assert main(["bench", "attention", "--lengths", "32", "--kinds", "full,linear", "--no-memory",
+                 "--memory-limit-gb", "0.000001"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert out.count("skipped: estimated peak") == 2 and "full none, linear none" in out
+    assert main(["bench", "attention", "--kinds", "full,sparse"]) == 2
+    assert "kind must be one of ('full', 'sliding_window', 'linear'), got 'sparse'" in capsys.readouterr().err
+    assert main(["bench", "attention", "--lengths", "0,32", "--no-memory"]) == 2
+    assert "lengths must be a non-empty sequence of integers >= 1" in capsys.readouterr().err
