@@ -345,9 +345,12 @@ def peak_memory_estimate(
       in the backward of one layer (gradients of the weights and scores, a temporary), i.e.
       ((L + 3) nh + L + 1) B T^2; without backward (3 nh + 2) B T^2.
       Softmax attention through SDPA keeps no T x T matrix (PyTorch's fused kernels save the output and a
-      log-sum-exp of nh T values per layer), except that lmlab's sliding window hands SDPA an explicit
-      (T, T) band mask: a boolean and its additive copy, (1 + bytes) B T^2 bytes for each of L + 1 layers
-      (2 without backward).
+      log-sum-exp of nh T values per layer). lmlab's sliding window of w computes a sequence longer than 2 w
+      in blocks of w queries that each meet 2 w keys: a (T/w, w, 2w) mask, the blocks' keys and values
+      copied (4 T d values), and, counted in case SDPA takes its unfused path, nh T 2w scores kept 3 times
+      for backward: 2 w T (1 + 3 nh bytes) + 4 T d bytes for each of L + 1 layers (2 without backward);
+      up to 2 w tokens it hands SDPA an explicit (T, T) band mask: a boolean and its additive copy,
+      (1 + bytes) B T^2 bytes per layer held.
       Chunked linear attention (chunk c = 64): 3 nh T c + 3 nh (T / c + 1) hs^2 + 6 T d values per layer,
       for L + 2 layers (2 without backward).
 
@@ -375,6 +378,8 @@ def peak_memory_estimate(
         attention = values * B * T * T * b
     elif kind == "full":
         attention = L * B * nh * T * 4  # the kernels' log-sum-exp, fp32
+    elif kind == "sliding_window" and T > 2 * window:  # the blocked path of lmlab.models.gpt
+        attention = (L + 1 if backward else 2) * B * (2 * window * T * (1 + 3 * nh * b) + 4 * T * d * b)
     elif kind == "sliding_window":
         attention = (L + 1 if backward else 2) * B * T * T * (1 + b)
     else:

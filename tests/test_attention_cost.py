@@ -323,8 +323,11 @@ def test_peak_memory_estimate_by_hand():
     assert naive["attention"] == ((1 + 3) * 4 + 1 + 1) * T * T * 4  # (T, T) matrices: 18 head-sized
     fused = peak_memory_estimate(T, s, "full", attention_impl="sdpa")
     assert fused["attention"] == 1 * 4 * T * 4  # the kernel's log-sum-exp only
-    band = peak_memory_estimate(T, s, "sliding_window", 64, attention_impl="sdpa")
-    assert band["attention"] == (1 + 1) * T * T * (1 + 4)  # lmlab's explicit (T, T) band mask, bool + float
+    band = peak_memory_estimate(T, s, "sliding_window", 512, attention_impl="sdpa")
+    assert band["attention"] == (1 + 1) * T * T * (1 + 4)  # up to 2 w: an explicit (T, T) band mask, bool + float
+    blocks = peak_memory_estimate(T, s, "sliding_window", 64, attention_impl="sdpa")
+    # past 2 w, blocks: the (T/w, w, 2w) mask, nh T 2w scores kept 3 times, the blocks' keys and values
+    assert blocks["attention"] == (1 + 1) * (2 * 64 * T * (1 + 3 * 4 * 4) + 4 * T * 64 * 4)
     chunked = peak_memory_estimate(T, s, "linear")
     assert chunked["attention"] == (1 + 2) * (3 * 4 * T * 64 + 3 * 4 * (T // 64 + 1) * 16 * 16 + 6 * T * 64) * 4
     fwd = peak_memory_estimate(T, s, "full", attention_impl="naive", backward=False)

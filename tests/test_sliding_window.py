@@ -112,3 +112,20 @@ def test_bad_configurations_say_what_is_allowed(changes, message):
 def test_compiled_decoding_is_for_full_attention_only():
     with pytest.raises(ValueError, match="attention='full' only"):
         GPT(replace(BASE, attention="sliding_window", window=4)).compile_decoding()
+
+
+@pytest.mark.parametrize(("window", "T"), [(1, 9), (3, 24), (4, 13), (5, 11)])
+def test_the_blocked_path_equals_the_explicit_band_with_its_gradients(window, T):
+    # sdpa computes a whole sequence longer than 2 * window in blocks (cost ~ T * window); naive builds the band
+    naive, blocked = twin(replace(BASE, attention="sliding_window", window=window, attention_impl="naive"),
+                          attention_impl="sdpa")  # fmt: skip
+    idx = torch.randint(0, 11, (2, T))
+    outs = []
+    for model in (naive, blocked):
+        model.zero_grad()
+        out = model(idx, idx)
+        out.loss.backward()
+        outs.append((out.logits, [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(outs[1][0], outs[0][0], atol=1e-5, rtol=1e-5)
+    for g_blocked, g_naive in zip(outs[1][1], outs[0][1], strict=True):
+        torch.testing.assert_close(g_blocked, g_naive, atol=1e-5, rtol=1e-4)

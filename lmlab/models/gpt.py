@@ -10,7 +10,8 @@ The attention *kind* (``GPTConfig.attention``) says what each position may atten
 
 - ``"full"``: softmax attention over itself and every position before it;
 - ``"sliding_window"``: the same over itself and the ``window - 1`` positions before it (Beltagy et al.
-  2020), with a bounded cache for decoding;
+  2020), with a bounded cache for decoding; through SDPA a sequence longer than ``2 * window`` is computed
+  in blocks of ``window`` queries that each meet ``2 * window`` keys, at a cost linear in T;
 - ``"linear"``: causal linear attention (Katharopoulos et al. 2020, "Transformers are RNNs", eq. 4-6 and
   sec. 3.4): the softmax is replaced by a positive feature map ``phi(x) = elu(x) + 1``, so that
   ``y_t = phi(q_t)ᵀ S_t / phi(q_t)ᵀ z_t`` with running sums ``S_t = sum_{s<=t} phi(k_s) v_sᵀ`` (hs, hs) and
@@ -265,6 +266,32 @@ def _causal_mask(T: int, S: int, device: torch.device, window: int | None = None
     return visible if window is None else visible & (k_pos > q_pos - window)
 
 
+def _sliding_window_blocks(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, p: float) -> torch.Tensor:
+    """Sliding-window attention in blocks of ``window`` queries, at a cost linear in T (no T x T matrix).
+
+    q, k, v (B, nh, T, hs), the same T (no cache). The queries of block i can only see keys of blocks i - 1
+    and i, so each block meets 2 * window keys, masked to the band: memory and work ~ T * window instead of
+    T^2. Returns (B, nh, T, hs), equal to the banded full computation.
+    """
+    B, nh, T, hs = q.shape
+    b = window
+    n = -(-T // b)  # blocks
+    pad = n * b - T  # padded keys come after every real query, so the causal band never shows them
+    if pad:
+        q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+    qb = q.view(B, nh, n, b, hs)
+    kb, vb = k.view(B, nh, n, b, hs), v.view(B, nh, n, b, hs)
+    k2 = torch.cat([F.pad(kb, (0, 0, 0, 0, 1, 0))[:, :, :-1], kb], dim=3)  # (B, nh, n, 2b, hs): previous + own
+    v2 = torch.cat([F.pad(vb, (0, 0, 0, 0, 1, 0))[:, :, :-1], vb], dim=3)
+    i = torch.arange(b, device=q.device).view(b, 1) + b  # query offsets within the 2b keys
+    j = torch.arange(2 * b, device=q.device).view(1, 2 * b)
+    band = (j <= i) & (j > i - window)  # (b, 2b)
+    mask = band.expand(n, b, 2 * b).clone()
+    mask[0, :, :b] = False  # block 0 has no previous block (those keys are padding)
+    y = F.scaled_dot_product_attention(qb, k2, v2, attn_mask=mask, dropout_p=p)  # (B, nh, n, b, hs)
+    return y.reshape(B, nh, n * b, hs)[:, :, :T]
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention where each position sees itself and the positions before it."""
 
@@ -365,6 +392,8 @@ class CausalSelfAttention(nn.Module):
         if self.window is not None:  # the band; one new query that sees every cached key needs none
             if T == 1 and S <= self.window:
                 return F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+            if T == S and T > 2 * self.window:  # a whole sequence: in blocks, linear in T
+                return _sliding_window_blocks(q, k, v, self.window, p)
             return F.scaled_dot_product_attention(
                 q, k, v, attn_mask=_causal_mask(T, S, q.device, self.window), dropout_p=p
             )
