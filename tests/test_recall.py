@@ -21,6 +21,7 @@ TASKS = [
     AssociativeRecall(vocab_size=40, num_pairs=8, num_queries=5, min_distance=6, seq_len=50),
     AssociativeRecall(vocab_size=30, num_pairs=4, num_queries=4, min_distance=1, seq_len=20, num_keys=4),
     AssociativeRecall(vocab_size=4, num_pairs=1),  # the smallest task: one key, two values
+    AssociativeRecall(vocab_size=24, num_pairs=5, num_queries=4, min_distance=3, show_answers=True),
 ]
 
 
@@ -90,10 +91,12 @@ def test_shapes_ranges_and_layout(task):
     assert bool((x[:, 2 * P : 2 * P + task.gap] == RECALL_FILLER).all())  # the gap
     assert bool((x[:, 2 * P + task.gap + 2 * Q :] == RECALL_FILLER).all())  # the padding at the end
     assert bool(((x[:, pos] >= 1) & (x[:, pos] <= K)).all())  # a key at each query position ...
-    assert torch.equal(x[:, pos + 1], batch.answers) and torch.equal(y[:, pos], batch.answers)  # ... its answer next
+    after = batch.answers if task.show_answers else torch.zeros_like(batch.answers)  # ... its answer or a filler next
+    assert torch.equal(x[:, pos + 1], after) and torch.equal(y[:, pos], batch.answers)
     scored = y != IGNORE_INDEX
     assert scored.sum(dim=1).tolist() == [Q] * n and bool(scored[:, pos].all())
-    assert torch.equal(y[scored], x[:, 1:][scored[:, :-1]])  # next-token convention: y[t] is x[t + 1] where scored
+    if task.show_answers:  # then the input is a text whose next tokens are the targets
+        assert torch.equal(y[scored], x[:, 1:][scored[:, :-1]])
 
 
 @pytest.mark.parametrize("task", TASKS, ids=repr)
@@ -329,3 +332,37 @@ def test_a_micro_gpt_learns_easy_recall_well_above_chance():
     assert evals[-1]["val_loss"] < math.log(task.num_values) - 0.5  # far below guessing a value
     after = recall_accuracy(model, task, n=512, generator=99)
     assert before < 0.3 and after > 3 * task.chance_accuracy, (before, after)
+
+
+class _Elimination(torch.nn.Module):
+    """Remembers only which values occurred, and guesses one not yet named in the input (no recall)."""
+
+    def __init__(self, task):
+        super().__init__()
+        self.task = task
+
+    def forward(self, idx, targets=None, **_):
+        from lmlab.lm import LMOutput
+
+        n, L = idx.shape
+        V, P = self.task.vocab_size, self.task.num_pairs
+        logits = torch.zeros(n, L, V)
+        for b, row in enumerate(idx.tolist()):
+            pool = list(dict.fromkeys(row[1 : 2 * P : 2]))  # the values, in order of first occurrence
+            named = set()
+            for t in range(2 * P, L):
+                if row[t] > self.task.num_keys:
+                    named.add(row[t])
+                left = [v for v in pool if v not in named] or pool
+                logits[b, t, left[0]] = 1.0
+        return LMOutput(logits)
+
+
+@pytest.mark.parametrize("P", [2, 4])
+def test_hidden_answers_close_the_elimination_shortcut(P):
+    shown = AssociativeRecall(vocab_size=200, num_pairs=P, show_answers=True)
+    hidden = AssociativeRecall(vocab_size=200, num_pairs=P)
+    harmonic = sum(1 / k for k in range(1, P + 1)) / P  # 0.75 at P = 2: (1 + 1/2) / 2
+    # with ~100 values, pairs almost always hold distinct values; 2000 sequences: standard error < 0.01
+    assert recall_accuracy(_Elimination(shown), shown, n=2000, generator=0) == pytest.approx(harmonic, abs=0.04)
+    assert recall_accuracy(_Elimination(hidden), hidden, n=2000, generator=0) == pytest.approx(1 / P, abs=0.04)

@@ -529,11 +529,15 @@ class AssociativeRecall:
     ``num_keys + 1 .. vocab_size - 1`` (two disjoint ranges, see :attr:`key_ids` and :attr:`value_ids`).
     One sequence of ``seq_len`` tokens (P = num_pairs, Q = num_queries, G = min_distance - 1)::
 
-        k_1 v_1 k_2 v_2 ... k_P v_P | G fillers | q_1 a_1 q_2 a_2 ... q_Q a_Q | fillers up to seq_len
+        k_1 v_1 k_2 v_2 ... k_P v_P | G fillers | q_1 . q_2 . ... q_Q . | fillers up to seq_len
 
     The P keys are distinct, drawn uniformly without replacement; each value is drawn uniformly and
     independently (values may repeat). The queries ``q_j`` are Q distinct keys of the pairs in random
-    order, each followed by its value ``a_j``. Targets follow lmlab's next-token convention (``logits[:, t]``
+    order, each followed by a filler, or with ``show_answers=True`` by its answer ``a_j`` (the layout of
+    Zoology's MQAR). Hiding the answers closes a shortcut: when they are shown, a model that remembers only
+    *which* values occurred answers later queries by elimination (with distinct values, the last query's
+    answer is the one value not yet named), which scores (1 + 1/2 + ... + 1/P) / P with no recall at all:
+    0.75 at P = 2, 0.52 at P = 4. With hidden answers that strategy scores 1/P. Targets follow lmlab's next-token convention (``logits[:, t]``
     predicts token ``t + 1``): ``targets[:, t]`` is ``a_j`` where ``t`` is the position of ``q_j`` and
     IGNORE_INDEX (-100) elsewhere, so only the answers are scored.
 
@@ -552,6 +556,7 @@ class AssociativeRecall:
             the pairs directly).
         seq_len: L, tokens per sequence, at least :attr:`min_seq_len` = 2P + G + 2Q; None means that minimum.
         num_keys: size of the key range, in [P, vocab_size - 3]; None means (vocab_size - 1) // 2.
+        show_answers: put each query's answer after it in the input (False: a filler; see above).
 
     The None defaults are resolved when the task is built, so ``dataclasses.replace(task, min_distance=8)``
     keeps ``seq_len`` (one model block size for a sweep over distances) and says so if it no longer fits.
@@ -563,8 +568,11 @@ class AssociativeRecall:
     min_distance: int = 1  # every query is at least this many positions after its pair's value
     seq_len: int | None = None  # L tokens per sequence; None: the minimum 2P + (min_distance - 1) + 2Q
     num_keys: int | None = None  # ids 1..num_keys are keys, the rest values; None: (vocab_size - 1) // 2
+    show_answers: bool = False  # the answer after each query in the input (else a filler: no elimination)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.show_answers, bool):
+            raise TypeError(f"show_answers must be True or False, got {self.show_answers!r}")
         V = _check_count("vocab_size", self.vocab_size, 4)
         P = _check_count("num_pairs", self.num_pairs, 1)
         K = (V - 1) // 2 if self.num_keys is None else _check_count("num_keys", self.num_keys, 1)
@@ -653,7 +661,9 @@ class AssociativeRecall:
         answers = values.gather(1, asked)  # (n, Q)
         inputs = torch.full((n, L), RECALL_FILLER, dtype=torch.long)
         inputs[:, 0 : 2 * P : 2], inputs[:, 1 : 2 * P : 2] = keys, values
-        inputs[:, positions], inputs[:, positions + 1] = keys.gather(1, asked), answers
+        inputs[:, positions] = keys.gather(1, asked)
+        if self.show_answers:
+            inputs[:, positions + 1] = answers
         targets = torch.full((n, L), IGNORE_INDEX, dtype=torch.long)
         targets[:, positions] = answers
         distances = positions - (2 * asked + 1)  # (n, Q): the value of pair i sits at 2i + 1
