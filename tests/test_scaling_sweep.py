@@ -45,6 +45,16 @@ def test_a_budget_too_small_for_one_step_is_refused_with_the_cost_of_a_step():
         plan_sweep(replace(CONFIG, budgets=(1e6,)))
 
 
+def test_runs_below_min_steps_are_left_out_and_listed():
+    full = plan_sweep(CONFIG)
+    plan = plan_sweep(replace(CONFIG, min_steps=full.runs[2].steps + 1))
+    big = {r.run_id for r in full.runs if r.shape == SHAPES[1] and r.steps <= full.runs[2].steps}
+    assert {r.run_id for r in plan.runs} == {r.run_id for r in full.runs} - big
+    assert plan.skipped == [f"L1-d32-h2 at 3e+08 ({full.runs[2].steps} steps)"]
+    with pytest.raises(ValueError, match="no run has min_steps"):
+        plan_sweep(replace(CONFIG, min_steps=10**6))
+
+
 def test_a_run_trains_exactly_its_plan_and_is_deterministic():
     run = plan_sweep(CONFIG).runs[0]
     a, b = run_one(CONFIG, run), run_one(CONFIG, run)

@@ -175,7 +175,8 @@ class SweepConfig:
     Each run: a fresh GPT (``block_size`` positions, initialised from ``seed``), AdamW at peak ``lr`` (or the
     shape's own) after ``warmup_steps`` (at most a tenth of the run), cosine decay to ``lr * min_lr_ratio``
     at its last step, ``batch_size`` random windows of ``block_size`` tokens per step, ``threads`` torch
-    threads, on ``device``; then the exact loss on the whole validation split.
+    threads, on ``device``; then the exact loss on the whole validation split. A shape whose budget pays for
+    fewer than ``min_steps`` steps (a large model on a small budget) is left out at that budget.
     """
 
     data: MarkovData | CorpusData
@@ -191,6 +192,7 @@ class SweepConfig:
     seed: int = 0
     threads: int = 1
     device: str = "cpu"
+    min_steps: int = 1  # a shape x budget whose budget pays for fewer steps is left out of the plan
 
     def __post_init__(self) -> None:
         if not isinstance(self.data, MarkovData | CorpusData):
@@ -206,7 +208,7 @@ class SweepConfig:
         object.__setattr__(self, "budgets", tuple(float(b) for b in budgets))
         if self.budget_kind not in BUDGET_KINDS:
             raise ValueError(f"SweepConfig.budget_kind must be one of {BUDGET_KINDS}, got {self.budget_kind!r}")
-        for name in ("block_size", "batch_size", "threads"):
+        for name in ("block_size", "batch_size", "threads", "min_steps"):
             check_int(name, getattr(self, name), 1)
         check_int("warmup_steps", self.warmup_steps, 0)
         check_int("seed", self.seed, 0)
@@ -249,6 +251,7 @@ class PlannedRun:
 class SweepPlan:
     runs: list[PlannedRun]
     total_flops: float
+    skipped: list[str]  # "shape at budget": fewer than min_steps steps
 
 
 def _shape_model(config: SweepConfig, shape: ModelShape, vocab_size: int) -> GPTConfig:
@@ -257,13 +260,14 @@ def _shape_model(config: SweepConfig, shape: ModelShape, vocab_size: int) -> GPT
 
 
 def plan_sweep(config: SweepConfig, vocab_size: int | None = None) -> SweepPlan:
-    """Every run of ``config`` with its steps, tokens and FLOPs, shapes x budgets in order. Raises a
-    ValueError naming every run whose budget does not pay for one optimizer step."""
+    """Every run of ``config`` with its steps, tokens and FLOPs, shapes x budgets in order, without those
+    below ``config.min_steps`` steps (listed in ``skipped``). Raises a ValueError naming every run whose
+    budget does not pay for one optimizer step."""
     if not isinstance(config, SweepConfig):
         raise TypeError(f"config must be a SweepConfig, got {type(config).__name__}")
     V = vocab_size if vocab_size is not None else _built(config.data).vocab_size
     tokens_per_step = config.batch_size * config.block_size
-    runs, too_small = [], []
+    runs, too_small, skipped = [], [], []
     for shape in config.shapes:
         with torch.device("meta"):
             model = GPT(_shape_model(config, shape, V))
@@ -274,12 +278,17 @@ def plan_sweep(config: SweepConfig, vocab_size: int | None = None) -> SweepPlan:
             if steps < 1:
                 too_small.append(f"{shape.name} at {budget:.3g} (one step costs {step_cost:.3g})")
                 continue
+            if steps < config.min_steps:
+                skipped.append(f"{shape.name} at {budget:.3g} ({steps} steps)")
+                continue
             tokens = steps * tokens_per_step
             runs.append(PlannedRun(shape, budget, steps, tokens, float(tokens * fpt), model.num_params(True),
                                    model.num_params(False), fpt))  # fmt: skip
     if too_small:
         raise ValueError(f"budgets too small for one optimizer step ({config.budget_kind}): " + "; ".join(too_small))
-    return SweepPlan(runs, float(sum(r.flops for r in runs)))
+    if not runs and not too_small:
+        raise ValueError(f"no run has min_steps = {config.min_steps} steps: " + "; ".join(skipped))
+    return SweepPlan(runs, float(sum(r.flops for r in runs)), skipped)
 
 
 # ---------------------------------------------------------------------------------------------- records
@@ -434,6 +443,8 @@ def run_sweep(
     any concurrent.futures executor instead (it must be able to call :func:`run_one` with picklable
     arguments). With ``estimate``, two steps of each shape are timed first and the sweep's expected time is
     printed. The file is rewritten atomically after every run; a file made with another setup is refused.
+    In a script, call it under ``if __name__ == "__main__":`` when ``workers > 1`` (worker processes are
+    spawned and import the main module).
     """
     if not isinstance(config, SweepConfig):
         raise TypeError(f"config must be a SweepConfig, got {type(config).__name__}")
