@@ -16,6 +16,10 @@ grows (:func:`lmlab.attention_cost.measure`), lengths whose estimated memory exc
 skipped, power laws fitted past the crossover length, the longest length each kind handled; and, for full
 attention, one attention layer of lmlab (``attention_impl="sdpa"``) against the same layer written with
 direct calls to PyTorch's ``scaled_dot_product_attention`` (the named peer) on the same input and weights.
+
+``lmlab bench sweep`` (:mod:`lmlab.bench_sweep`, re-exported here): a scaling sweep in one process and with
+parallel workers: runs per minute and their ratio, where the one-process wall time went (training, final
+evaluations, between runs), and the GFLOP/s of the smallest and largest model against the one-thread matmul.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from lmlab import attention_cost as ac
+from lmlab.bench_sweep import SWEEP_BENCH_CONFIG, SWEEP_BENCH_QUICK_CONFIG, SweepBenchResult, SweepTiming, bench_sweep
 from lmlab.checks import check_int, check_number, is_int
 from lmlab.device import resolve_device
 from lmlab.lm import LMOutput, lm_loss
@@ -54,6 +59,11 @@ __all__ = [
     "SdpaPeerRow",
     "ATTENTION_LENGTHS_CPU",
     "ATTENTION_LENGTHS_GPU",
+    "bench_sweep",
+    "SweepBenchResult",
+    "SweepTiming",
+    "SWEEP_BENCH_CONFIG",
+    "SWEEP_BENCH_QUICK_CONFIG",
 ]
 
 # Dense peak TFLOP/s by device name, as torch.cuda.get_device_name reports it: (fp32 on the CUDA cores,

@@ -208,9 +208,11 @@ def _name_list(text: str) -> tuple[str, ...]:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from lmlab.bench import bench_attention, bench_decode, bench_train
+    from lmlab.bench import bench_attention, bench_decode, bench_sweep, bench_train
 
-    if args.what == "attention":
+    if args.what == "sweep":
+        result = bench_sweep(quick=args.quick, workers=args.workers)
+    elif args.what == "attention":
         result = bench_attention(
             args.lengths or None,
             args.kinds,
@@ -344,11 +346,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_score)
 
     b = sub.add_parser("bench", help="benchmarks against a named peer, printing ratios")
-    b.add_argument("what", choices=["train", "decode", "attention"],
+    b.add_argument("what", choices=["train", "decode", "attention", "sweep"],
                    help="train: lmlab vs transformers GPT2LMHeadModel training steps; decode: lmlab.generation vs "
                         "transformers generate (greedy, beam search, batched samples, a compiled step) and generation "
                         "with vs without the KV cache; attention: time and memory by attention kind as the sequence "
-                        "grows, fitted exponents, and lmlab's attention layer vs PyTorch's SDPA")
+                        "grows, fitted exponents, and lmlab's attention layer vs PyTorch's SDPA; sweep: a scaling "
+                        "sweep in one process vs parallel workers (runs per minute, overhead between runs, GFLOP/s "
+                        "of the smallest and largest model vs a one-thread matmul)")
     b.add_argument("--preset", default="tiny", help="train: model shape")
     b.add_argument("--batch-size", type=int, default=12, help="train: sequences per step")
     b.add_argument("--block-size", type=int, default=None, help="train: tokens per sequence (default: the preset's)")
@@ -388,7 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=None,
                    help="interleaved repeats, the median is reported (default: 9 for train, 5 for decode, 3 for "
                         "attention)")
-    b.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch")
+    b.add_argument("--quick", action="store_true", help="sweep: a tiny grid of 4 runs (seconds), for tests")
+    b.add_argument("--workers", type=int, default=2,
+                   help="sweep: processes of the parallel sweep, against one process (1: a repeat of it)")
+    b.add_argument("--threads", type=int, default=2,
+                   help="CPU threads for PyTorch (not sweep: each of its runs trains on 1 thread)")
     b.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     b.set_defaults(func=cmd_bench)
 

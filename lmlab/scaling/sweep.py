@@ -24,12 +24,14 @@ import functools
 import hashlib
 import json
 import math
+import os
 import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -374,9 +376,24 @@ def _header(config: SweepConfig, command: str) -> dict[str, Any]:
         "setup": config.setup(),
         "fingerprint": config.fingerprint(),
         "command": command,
-        "machine": {"torch": torch.__version__, "python": platform.python_version(),
-                    "processor": platform.machine(), "system": platform.system()},  # fmt: skip
+        "machine": _machine(),
+        "sessions": [],  # one per call that trained runs: {"started", "ended", "workers", "runs"} (UTC)
     }
+
+
+def _machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:  # the model name, where Linux tells it
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"torch": torch.__version__, "python": platform.python_version(), "system": platform.system(),
+            "processor": platform.machine(), "cpu": cpu, "cpu_count": os.cpu_count()}  # fmt: skip
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def load_sweep(path: str | Path) -> tuple[dict[str, Any], list[SweepRecord]]:
@@ -462,10 +479,14 @@ def run_sweep(
             header["command"] = f"{old_header['command']} && {command}"
         elif old_header.get("command"):
             header["command"] = old_header["command"]
+        header["sessions"] = list(old_header.get("sessions", []))
     done = {r.run_id for r in records}
     todo = [r for r in plan.runs if r.run_id not in done]
     if not todo:
         return records
+    session = {"started": _now(), "ended": None, "workers": workers if executor is None else type(executor).__name__,
+               "runs": 0}  # fmt: skip
+    header["sessions"].append(session)
     parallel = executor is not None or workers > 1
     if estimate:
         rates = _seconds_per_flop(config, sorted({r.shape for r in todo}, key=lambda s: s.name))
@@ -481,6 +502,7 @@ def run_sweep(
 
     def finished(record: SweepRecord) -> None:
         records.append(record)
+        session["ended"], session["runs"] = _now(), session["runs"] + 1
         _write(path, header, records)
         if bar is not None:
             bar.update(record.flops)
