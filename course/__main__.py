@@ -1,7 +1,8 @@
 """`python -m course COMMAND`: the instructor's commands, run from the repository root.
 
-Each grading command is one nbgrader command run in course/ (where nbgrader finds nbgrader_config.py);
-options this wrapper does not know are passed on to nbgrader, e.g. `autograde 01_objective --student ada`.
+Each grading command runs nbgrader in course/ (where nbgrader finds nbgrader_config.py); options this
+wrapper does not know are passed on to nbgrader. `autograde` grades each submission in a sandbox, several
+at once (course/autograde.py).
 """
 
 from __future__ import annotations
@@ -109,10 +110,18 @@ def main(argv: list[str] | None = None) -> int:
                                        "(nbgrader zip_collect), or from the exchange with --exchange")
     p.add_argument("lesson")
     p.add_argument("--exchange", action="store_true", help="nbgrader collect from the JupyterHub exchange")
-    for name, what in (("autograde", "autograde the collected submissions"),
-                       ("feedback", "write HTML feedback to course/grading/feedback/")):
-        p = sub.add_parser(name, help=what)
-        p.add_argument("lesson")
+    p = sub.add_parser("autograde", help="grade the collected submissions, each in a sandbox, several at once")
+    p.add_argument("lesson")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="submissions graded at once (default: the number of cores)")
+    p.add_argument("--student", action="append", default=None, metavar="ID",
+                   help="grade only this student (repeat for more); regrades")
+    p.add_argument("--unsafe", action="store_true",
+                   help="grade without a sandbox when bubblewrap is unavailable (only submissions you trust)")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="wall-clock limit of one submission (default: 600)")
+    p = sub.add_parser("feedback", help="write HTML feedback to course/grading/feedback/")
+    p.add_argument("lesson")
     sub.add_parser("export", help="write the grades to course/grading/grades.csv")
     p = sub.add_parser("bench", help="time and peak memory of each source notebook, normal and grading mode")
     p.add_argument("lessons", nargs="*", help="lesson folders (default: all)")
@@ -139,7 +148,13 @@ def main(argv: list[str] | None = None) -> int:
         lesson = _lessons([args.lesson])[0]
         return nbgrader(["collect" if args.exchange else "zip_collect", lesson, *extra]).returncode
     if args.command == "autograde":
-        return nbgrader(["autograde", _lessons([args.lesson])[0], *extra]).returncode
+        from course.autograde import SUBMISSION_SECONDS, grade_class, summary
+
+        lesson = _lessons([args.lesson])[0]
+        outcomes = grade_class(lesson, workers=args.workers, students=args.student, unsafe=args.unsafe,
+                               timeout=args.timeout or SUBMISSION_SECONDS, extra=extra)
+        print(summary(outcomes, lesson))
+        return 0 if all(o.status == "graded" for o in outcomes) else 1
     if args.command == "feedback":
         return nbgrader(["generate_feedback", _lessons([args.lesson])[0], *extra]).returncode
     if args.command == "export":

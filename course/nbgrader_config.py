@@ -9,14 +9,21 @@ Every path below is relative to the repository root, found from this file's loca
     course/grading/                   git-ignored: gradebook.db, submitted/, autograded/, feedback/, ...
 """
 
+import sys
 from pathlib import Path
 
-from nbgrader.converters import GenerateAssignment, GenerateFeedback
-from nbgrader.preprocessors import ClearHiddenTests, ClearOutput, NbGraderPreprocessor
+from nbgrader.converters import Autograde, GenerateAssignment, GenerateFeedback
+from nbgrader.preprocessors import ClearHiddenTests, ClearOutput, Execute, NbGraderPreprocessor
 
 c = get_config()  # noqa: F821 -- provided by traitlets when it loads this file
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # the course package: the sandboxed executor of autograde
+
+from course.execute import SafeExecute  # noqa: E402
+from course.feedback import hidden_lines, is_test_cell, scrub_hidden_lines  # noqa: E402
+
 GRADING = "course/grading"
 
 c.CourseDirectory.course_id = "lmlab"
@@ -28,7 +35,8 @@ c.CourseDirectory.autograded_directory = f"{GRADING}/autograded"
 c.CourseDirectory.feedback_directory = f"{GRADING}/feedback"
 c.CourseDirectory.solution_directory = f"{GRADING}/solution"
 c.CourseDirectory.source_with_tests_directory = f"{GRADING}/source_with_tests"
-c.CourseDirectory.db_url = f"sqlite:///{ROOT / GRADING / 'gradebook.db'}"
+# several submissions are graded at once, each by its own nbgrader process: wait for the lock, up to 60 s
+c.CourseDirectory.db_url = f"sqlite:///{ROOT / GRADING / 'gradebook.db'}?timeout=60"
 # Files of a lesson folder other than notebooks are copied to students and into grading;
 # questions.toml holds the answers and wrong_solutions.toml the tests' fixtures, so they stay behind.
 c.CourseDirectory.ignore = [
@@ -53,6 +61,21 @@ c.ClearHiddenTests.end_test_delimeter = "END HIDDEN TESTS"
 # near this per-cell limit; a cell that runs longer is interrupted and scores 0, and grading goes on.
 c.Execute.timeout = 60
 c.Execute.interrupt_on_timeout = True
+
+# Autograde runs each submission's kernel in a sandbox (course/sandbox.py: bubblewrap) with the guard
+# around test cells (course/execute.py, lmlab/kernelguard.py). Validate (the students' button) does not.
+# The limits of one submission; a lesson needs at most 1.5 GB and 45 s in grading mode.
+c.SandboxKernelManager.memory_bytes = 3 << 30        # each process (RLIMIT_DATA)
+c.SandboxKernelManager.total_memory_bytes = 4 << 30  # all its processes (memory cgroup, where allowed)
+c.SandboxKernelManager.processes = 64                # processes and threads (pids cgroup or RLIMIT_NPROC)
+c.SandboxKernelManager.file_bytes = 64 << 20         # any one file it writes
+c.SandboxKernelManager.work_bytes = 512 << 20        # its working folder and /tmp (tmpfs)
+c.SafeExecute.max_cell_output_bytes = 1 << 20        # output a cell keeps (errors always stay)
+c.SafeExecute.max_notebook_output_bytes = 8 << 20
+c.SafeExecute.guard_timeout = 20                     # seconds for the guard's answer around a test cell
+_autograde = Autograde.class_traits()["autograde_preprocessors"].default()
+_autograde[_autograde.index(Execute)] = SafeExecute
+c.Autograde.autograde_preprocessors = _autograde
 # nbgrader scores a test cell 0 when it wrote anything to stderr; warnings and progress bars of
 # correct code must not cost points (a failing test raises, and that is recorded as an error).
 c.IgnorePattern.enabled = True
@@ -92,11 +115,20 @@ class StudentVersion(NbGraderPreprocessor):
 
 
 class FeedbackWithoutHiddenTests(ClearHiddenTests):
-    """Feedback shows no hidden test code: it is cut from the cells, and the tracebacks of cells that
-    had hidden tests are cut to their last line (IPython tracebacks quote the lines around the error)."""
+    """Feedback shows no hidden test code: it is cut from the cells, the tracebacks of cells that had
+    hidden tests are cut to their last line (IPython tracebacks quote the lines around the error), and
+    any output line of any cell that quotes a hidden test line is blanked (a submission can print `In`,
+    its caller's source or a file)."""
+
+    def preprocess(self, nb, resources):
+        hidden = hidden_lines(nb, self.begin_test_delimeter, self.end_test_delimeter)
+        nb, resources = super().preprocess(nb, resources)
+        scrub_hidden_lines(nb, hidden)
+        return nb, resources
 
     def preprocess_cell(self, cell, resources, index):
-        if cell.cell_type == "code" and self._remove_hidden_test_region(cell):
+        # only test cells hold hidden tests: a student's comment with the marker is left alone
+        if is_test_cell(cell) and self._remove_hidden_test_region(cell):
             for output in cell.outputs:
                 if output.output_type == "error":
                     output.traceback = [f"{output.ename}: {output.evalue}"]

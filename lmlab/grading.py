@@ -27,6 +27,16 @@ used, and its tests, visible and hidden, call the student's function inside :fun
 
     with forbid(F.cross_entropy, F.log_softmax, torch.logsumexp, torch.Tensor.logsumexp):
         mine = cross_entropy(logits, targets)
+
+Exact comparisons: a student's function may return an object whose ``==`` is always true, a float or Tensor
+subclass that overrides comparison, or a Tensor subclass whose ``__torch_function__`` answers anything.
+Test cells compare through :func:`expect_equal` and :func:`expect_close`, which first turn the result into
+plain data of exact built-in types (:func:`plain`) with functions captured when this module was imported
+(the grading kernel imports it before any notebook code)::
+
+    expect_close(mean([1, 2, 3]), 2.0)              # a float (or int) within rel 1e-9 of 2.0
+    expect_close(cross_entropy(z, y), ref, rel=1e-5)  # a torch.Tensor of ref's shape and dtype
+    expect_equal(answer_q1, "C")                    # exactly the str "C"
 """
 
 from __future__ import annotations
@@ -43,6 +53,9 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 __all__ = [
+    "expect_equal",
+    "expect_close",
+    "plain",
     "grading_mode",
     "VARIANT_VARIABLE",
     "course_variant",
@@ -52,6 +65,102 @@ __all__ = [
 ]
 
 VARIANT_VARIABLE = "LMLAB_COURSE_VARIANT"
+
+
+# captured at import, before any notebook code can replace them
+_type, _float, _int, _str, _bool, _len, _isinstance = type, float, int, str, bool, len, isinstance
+_list, _tuple, _dict, _zip, _abs, _repr = list, tuple, dict, zip, abs, repr
+_isclose = __import__("math").isclose
+_Tensor, _tolist, _shape = torch.Tensor, torch.Tensor.tolist, torch.Tensor.size
+_detach, _cpu = torch.Tensor.detach, torch.Tensor.cpu
+_PLAIN_SCALARS = (int, float, str, bool, type(None), bytes)
+
+
+def plain(value: Any, what: str = "the result") -> Any:
+    """``value`` as plain data of exact built-in types, or an AssertionError that says what it is instead.
+
+    Accepted: ``int``, ``float``, ``str``, ``bool``, ``None``, ``bytes``; ``list``/``tuple`` of accepted
+    values (kept as list/tuple); ``dict`` with ``str`` keys; a ``torch.Tensor`` (exactly that type, no
+    subclass) becomes ``("tensor", dtype name, shape tuple, nested list)``; a NumPy scalar or array (exact
+    types) becomes its ``float``/``int``/``bool`` or ``("ndarray", dtype name, shape, nested list)``.
+    """
+    t = _type(value)
+    if t in _PLAIN_SCALARS:
+        return value
+    if t is _list or t is _tuple:
+        items = [plain(v, what) for v in value]
+        return items if t is _list else _tuple(items)
+    if t is _dict:
+        out = {}
+        for k, v in _dict.items(value):
+            if _type(k) is not _str:
+                raise AssertionError(f"{what}: dict keys must be str, got {_type(k).__name__}")
+            out[k] = plain(v, what)
+        return out
+    if t is _Tensor:
+        data = _cpu(_detach(value))
+        return ("tensor", _str(value.dtype), _tuple(_shape(data)), _tolist(data))
+    module = getattr(t, "__module__", "")
+    if module == "numpy":
+        import numpy
+
+        if t is numpy.ndarray:
+            return ("ndarray", _str(value.dtype), _tuple(value.shape), value.tolist())
+        if _isinstance(value, numpy.generic) and t in (numpy.float64, numpy.float32, numpy.int64, numpy.int32,
+                                                       numpy.bool_, numpy.float16):
+            return value.item()
+    raise AssertionError(f"{what} must be a plain value (int, float, str, bool, list, tuple, dict, "
+                         f"torch.Tensor), got an object of type {t.__module__}.{t.__qualname__}")
+
+
+def _numbers(x: Any, what: str) -> list:
+    """Flatten plain data into its numbers (bool counts as a number only where the other side has one)."""
+    if _type(x) in (_int, _float, _bool):
+        return [x]
+    if _type(x) in (_list, _tuple):
+        if _len(x) == 4 and x[0] in ("tensor", "ndarray") and _type(x[2]) is _tuple:
+            return _numbers(x[3], what)
+        out = []
+        for v in x:
+            out += _numbers(v, what)
+        return out
+    raise AssertionError(f"{what}: expected numbers, got {_type(x).__name__}")
+
+
+def expect_equal(actual: Any, expected: Any, what: str = "the result") -> None:
+    """Fail unless ``actual`` is exactly ``expected``: same plain data, same types (see :func:`plain`)."""
+    a, e = plain(actual, what), plain(expected, "the expected value")
+    if _type(a) is not _type(e) or _repr(a) != _repr(e):
+        raise AssertionError(f"{what}: expected {_repr(e)[:200]}, got {_repr(a)[:200]}")
+
+
+def expect_close(actual: Any, expected: Any, rel: float = 1e-9, abs: float = 0.0, what: str = "the result") -> None:
+    """Fail unless ``actual`` is a number (or tensor, list) of ``expected``'s kind and shape whose every
+    value is within ``rel``/``abs`` of the expected one (``math.isclose`` as captured at import).
+
+    A float expected accepts an ``int`` or ``float``; a tensor expected needs a ``torch.Tensor`` of the same
+    dtype and shape.
+    """
+    a, e = plain(actual, what), plain(expected, "the expected value")
+    if _type(e) is _float or _type(e) is _int:
+        if _type(a) not in (_int, _float):
+            raise AssertionError(f"{what} must be a number (int or float), got {_type(a).__name__}")
+    elif _type(e) is _tuple and _len(e) == 4 and e[0] in ("tensor", "ndarray"):
+        if _type(a) is not _tuple or _len(a) != 4 or a[0] != e[0]:
+            raise AssertionError(f"{what} must be a {'torch.Tensor' if e[0] == 'tensor' else 'numpy array'}")
+        if a[1] != e[1]:
+            raise AssertionError(f"{what} must have dtype {e[1]}, got {a[1]}")
+        if a[2] != e[2]:
+            raise AssertionError(f"{what} must have shape {e[2]}, got {a[2]}")
+    elif _type(a) is not _type(e):
+        raise AssertionError(f"{what} must be a {_type(e).__name__}, got {_type(a).__name__}")
+    xs, ys = _numbers(a, what), _numbers(e, "the expected value")
+    if _len(xs) != _len(ys):
+        raise AssertionError(f"{what}: expected {_len(ys)} numbers, got {_len(xs)}")
+    for i, (x, y) in enumerate(_zip(xs, ys)):
+        if not _isclose(_float(x), _float(y), rel_tol=rel, abs_tol=abs):
+            where = f" at position {i}" if _len(ys) > 1 else ""
+            raise AssertionError(f"{what}: expected {y!r}{where}, got {x!r}")
 
 
 def grading_mode() -> bool:

@@ -128,16 +128,17 @@ def write_example_lesson(root: Path, name: str = EXAMPLE) -> Path:
         _cell("code", "def square(x):\n    ### BEGIN SOLUTION\n    return x * x\n    ### END SOLUTION",
               "square", solution=True),
         _cell("code", (
-            "assert square(3) == 9\n### BEGIN HIDDEN TESTS\nassert square(-4) == 16, 'negative numbers'\n"
+            "from lmlab.grading import expect_equal  # exact types: no object that equals everything\n\n"
+            "expect_equal(square(3), 9)\n### BEGIN HIDDEN TESTS\nexpect_equal(square(-4), 16, 'square(-4)')\n"
             "### END HIDDEN TESTS"
         ), "test_square", grade=True, points=EXAMPLE_POINTS["test_square"], locked=True),
         _cell("markdown", "## Exercise 2\nWrite `mean(xs)`."),
         _cell("code", "def mean(xs):\n    ### BEGIN SOLUTION\n    return sum(xs) / len(xs)\n    ### END SOLUTION",
               "mean", solution=True),
         _cell("code", (
-            "from math import isclose  # a test imports what it calls, so a student cell cannot redefine it\n\n"
-            "assert isclose(mean([1, 2, 3]), 2)\n"
-            "### BEGIN HIDDEN TESTS\nassert isclose(mean([0.5]), 0.5), 'one element'\n"
+            "from lmlab.grading import expect_close  # a test imports what it calls: no student cell redefines it\n\n"
+            "expect_close(mean([1, 2, 3]), 2.0)\n"
+            "### BEGIN HIDDEN TESTS\nexpect_close(mean([0.5, 0.25]), 0.375, what='the mean of two halves')\n"
             "### END HIDDEN TESTS"
         ), "test_mean", grade=True, points=EXAMPLE_POINTS["test_mean"], locked=True),
         _cell("markdown", "## Check your understanding\n<!-- questions: q1 q2 -->"),

@@ -34,12 +34,15 @@ from _course_support import (
 
 import course
 from course.__main__ import release, validate
+from course.autograde import grade_class
+from course.sandbox import probe_bwrap
 from lmlab.grading import grading_mode
 
 REAL_LESSONS = course.lessons()
 LESSONS = [EXAMPLE, *REAL_LESSONS]
 NO_LESSONS = pytest.mark.skipif(not REAL_LESSONS, reason="no lessons yet: assessments/ has no lesson folder")
 STUDENTS = ("correct", "blank", "partial", "tamper")
+UNSAFE = probe_bwrap() is not None
 
 
 # --- fixtures ------------------------------------------------------------------------------------------
@@ -62,13 +65,14 @@ class Tree:
         return self.root / course.GRADING / Path(*parts)
 
 
-@pytest.fixture(scope="module", params=LESSONS)
+# each lesson's tests share its fixtures: under pytest-xdist (--dist loadgroup) they run in one process
+@pytest.fixture(scope="module", params=[pytest.param(x, marks=pytest.mark.xdist_group(x)) for x in LESSONS])
 def tree(request, tmp_path_factory, home) -> Tree:
     root = tmp_path_factory.mktemp(f"course-{request.param}")
     if request.param == EXAMPLE:
         (root / "course").mkdir()
-        for name in ("nbgrader_config.py", "nbval_sanitize.cfg"):
-            (root / "course" / name).write_bytes((course.ROOT / "course" / name).read_bytes())
+        for path in [*(course.ROOT / "course").glob("*.py"), course.ROOT / "course" / "nbval_sanitize.cfg"]:
+            (root / "course" / path.name).write_bytes(path.read_bytes())
         write_example_lesson(root)
     else:
         copy_course(root)
@@ -103,14 +107,16 @@ class Graded:
             # a wrong `mean` with the test's helper redefined to always agree
             for cell in submissions["tamper"][EXAMPLE].cells:
                 if grading_meta(cell).get("grade_id") == "mean":
-                    cell.source = "isclose = lambda *args, **kwargs: True\n\ndef mean(xs):\n    return 0.0"
+                    cell.source = "expect_close = lambda *args, **kwargs: None\n\ndef mean(xs):\n    return 0.0"
             submissions["noisy"] = {EXAMPLE: noisy(submissions["correct"][EXAMPLE])}
             self.expected["noisy"] = self.expected["correct"]
         for student, notebooks in submissions.items():
             submit(tree.root, student, tree.lesson, notebooks)
         run = dict(root=tree.root, env=tree.env, check=True)
         course.nbgrader(["zip_collect", tree.lesson, "--force"], **run)
-        course.nbgrader(["autograde", tree.lesson], **run)
+        # sandboxed where bubblewrap works (CI installs it); without it, the same grading unsandboxed
+        self.outcomes = grade_class(tree.lesson, root=tree.root, workers=2, env=tree.env, progress=False,
+                                    unsafe=UNSAFE)
         course.nbgrader(["generate_feedback", tree.lesson], **run)
         course.nbgrader(["export"], **run)
         with open(tree.path("grades.csv"), newline="") as f:
@@ -123,7 +129,8 @@ class Graded:
                     cell.source = "def square(x):\n    while True:\n        pass"
             submit(tree.root, "looper", tree.lesson, {EXAMPLE: looper})
             course.nbgrader(["zip_collect", tree.lesson, "--force"], **run)
-            course.nbgrader(["autograde", tree.lesson, "--student=looper", "--Execute.timeout=10"], **run)
+            grade_class(tree.lesson, root=tree.root, students=["looper"], env=tree.env, progress=False,
+                        unsafe=UNSAFE, extra=["--Execute.timeout=10"])
 
     def autograded(self, student: str, name: str) -> nbformat.NotebookNode:
         return nbformat.read(self.tree.path("autograded", student, self.tree.lesson, f"{name}.ipynb"), 4)
@@ -305,6 +312,8 @@ def test_untouched_release_scores_zero_and_only_exercise_cells_raise(graded):
 
 
 def test_round_trip_scores_and_export(graded):
+    assert {o.student: o.status for o in graded.outcomes} == dict.fromkeys(sorted(graded.expected), "graded")
+    assert [o.student for o in graded.outcomes if o.preflight] == ["tamper"], "only the tamperer changed cells"
     for student, expected in graded.expected.items():
         for name, total in expected.items():
             assert sum(graded.scores(student, name).values()) == pytest.approx(total), (student, name)

@@ -1,0 +1,355 @@
+"""The grading kernel: an IPython kernel that puts back what student code changed before each test cell.
+
+Inside one Python process nothing can be made safe from code that runs in it, so this is not the
+sandbox (``course/sandbox.py`` runs the kernel in one); it makes the common attacks on the tests fail.
+``python -m lmlab.kernelguard -f CONNECTION_FILE`` starts the kernel. Before it runs any notebook code it
+
+- applies the resource limits in ``LMLAB_SANDBOX_LIMITS`` (JSON: ``memory_bytes`` for ``RLIMIT_DATA``,
+  ``file_bytes`` for ``RLIMIT_FSIZE``, ``processes`` for ``RLIMIT_NPROC``, ``open_files``);
+- copies the submission's files from ``LMLAB_SANDBOX_SUBMISSION`` into ``LMLAB_SANDBOX_WORK`` and works there;
+- takes the key in ``LMLAB_GUARD_KEY`` out of the environment, and
+- imports the modules tests use and takes a snapshot of what tests rely on: ``builtins``, ``math``,
+  ``operator``, ``numpy``'s and ``torch``'s comparison functions, ``torch.Tensor``'s comparison methods,
+  ``lmlab.grading``, ``sys`` hooks (``excepthook``, ``displayhook``, streams, trace and profile functions),
+  the SIGINT handler, torch's function-mode stack, and the IPython shell's hooks (custom exception
+  handler, input and AST transformers, event callbacks, methods and the classes they come from).
+
+The grader (``course/execute.py``) asks :meth:`KernelGuard.restore` before each test cell and
+:meth:`KernelGuard.verify` after it, through ``user_expressions`` of an empty ``execute_request`` (those are
+evaluated without IPython's input transformers). Each answer is signed with the key, so a submission that
+replaced the guard cannot forge one; a test cell during which anything in the snapshot changed scores 0.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import hmac
+import json
+import os
+import resource
+import shutil
+import signal
+import sys
+from typing import Any
+
+__all__ = ["KernelGuard", "apply_limits", "main"]
+
+LIMITS_VARIABLE = "LMLAB_SANDBOX_LIMITS"
+KEY_VARIABLE = "LMLAB_GUARD_KEY"
+
+# builtins IPython itself sets and changes while it runs a cell
+_IPYTHON_BUILTINS = frozenset({"_", "__", "___", "exit", "quit", "get_ipython", "display", "__IPYTHON__"})
+# names in the user namespace that may differ from the builtin of the same name
+_USER_NS_OK = frozenset({"_", "__", "___", "__name__", "__doc__", "__builtins__", "__loader__", "__spec__",
+                         "__package__", "exit", "quit", "get_ipython", "display", "__IPYTHON__"})
+# shell attributes that hold hooks; each is put back to the object it held at the snapshot
+_SHELL_HOOKS = (
+    "custom_exceptions", "CustomTB", "InteractiveTB", "SyntaxTB", "displayhook", "display_pub",
+    "display_formatter", "input_transformer_manager", "compile", "builtin_trap", "display_trap", "events",
+    "user_ns", "user_global_ns",
+)
+_SHELL_LISTS = ("input_transformers_post", "ast_transformers")
+_TRANSFORMER_LISTS = ("cleanup_transforms", "line_transforms", "token_transformers")
+_SYS_HOOKS = ("excepthook", "displayhook", "breakpointhook", "unraisablehook", "stdout", "stderr", "stdin")
+# module attributes the tests use: whole modules (None) or the names listed
+_MODULES: dict[str, tuple[str, ...] | None] = {
+    "math": None,
+    "operator": None,
+    "numpy": ("allclose", "isclose", "array_equal", "all", "any", "abs", "asarray", "array", "isfinite", "isnan"),
+    "numpy.testing": ("assert_allclose", "assert_array_equal", "assert_equal"),
+    "torch": ("allclose", "isclose", "equal", "all", "any", "abs", "isfinite", "isnan", "is_tensor", "tensor",
+              "as_tensor", "is_floating_point"),
+    "torch.testing": ("assert_close",),
+    "lmlab.grading": None,
+}
+_TENSOR_METHODS = ("__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__bool__", "__float__",
+                   "__int__", "__index__", "__len__", "__abs__", "__sub__", "__rsub__", "__torch_function__",
+                   "allclose", "isclose", "equal", "item", "tolist", "abs", "all", "any", "sum", "max", "min",
+                   "dim", "size", "float", "double", "isnan", "isfinite")
+
+
+def apply_limits(limits: dict[str, int]) -> None:
+    """Lower this process's resource limits (inherited by its children): ``memory_bytes`` (RLIMIT_DATA),
+    ``file_bytes`` (RLIMIT_FSIZE), ``processes`` (RLIMIT_NPROC), ``open_files`` (RLIMIT_NOFILE); core
+    dumps off. A limit can only be lowered, so a value above the current hard limit is left as it is."""
+    names = {"memory_bytes": resource.RLIMIT_DATA, "file_bytes": resource.RLIMIT_FSIZE,
+             "processes": resource.RLIMIT_NPROC, "open_files": resource.RLIMIT_NOFILE}
+    unknown = set(limits) - set(names)
+    if unknown:
+        raise ValueError(f"unknown limits {sorted(unknown)}; the limits are {sorted(names)}")
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    for key, value in limits.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"limit {key} must be a positive integer, got {value!r}")
+        soft, hard = resource.getrlimit(names[key])
+        value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        resource.setrlimit(names[key], (value, value))
+
+
+def _is_code(value: Any) -> bool:
+    """A class attribute that is code: a function, a method descriptor, a property, a callable."""
+    return isinstance(value, (staticmethod, classmethod, property)) or callable(value)
+
+
+def _trusted_code(f: Any) -> bool:
+    """A callback is trusted when its code comes from an installed file, not from a notebook cell."""
+    code = getattr(f, "__code__", None) or getattr(getattr(f, "__func__", None), "__code__", None)
+    if code is None:
+        return False
+    filename = code.co_filename
+    roots = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, os.path.dirname(os.path.dirname(__file__)))}
+    return os.path.isfile(filename) and any(os.path.realpath(filename).startswith(r + os.sep) for r in roots)
+
+
+class KernelGuard:
+    """The snapshot of what tests rely on, taken before any notebook code ran (one per kernel)."""
+
+    _key: bytes = b""
+    _state: dict[str, Any] | None = None
+
+    @classmethod
+    def snapshot(cls, shell: Any, key: bytes) -> None:
+        """Record the trusted state; ``shell`` is the IPython shell (None outside a kernel)."""
+        import importlib
+
+        modules = {}
+        for name, attrs in _MODULES.items():
+            try:
+                module = importlib.import_module(name)
+            except ImportError:
+                continue
+            names = attrs if attrs is not None else tuple(vars(module))
+            modules[name] = (module, {a: getattr(module, a) for a in names if hasattr(module, a)})
+        tensor = {}
+        if "torch" in modules:
+            torch = modules["torch"][0]
+            tensor = {a: torch.Tensor.__dict__[a] for a in _TENSOR_METHODS if a in torch.Tensor.__dict__}
+        state: dict[str, Any] = {
+            "builtins": dict(vars(builtins)),
+            "modules": modules,
+            "sys_modules": {name: sys.modules[name] for name in modules},
+            "tensor": tensor,
+            "sys": {a: getattr(sys, a) for a in _SYS_HOOKS if hasattr(sys, a)},
+            # while a request runs, ipykernel sets Python's own handler (and its idle one in between)
+            "sigint": signal.default_int_handler,
+            "shell": shell,
+            "guard": dict(vars(cls)),
+            "guard_module": dict(vars(sys.modules[__name__])),
+        }
+        if shell is not None:
+            state["shell_hooks"] = {a: getattr(shell, a) for a in _SHELL_HOOKS if hasattr(shell, a)}
+            kernel = getattr(shell, "kernel", None)
+            state["instances"] = [(obj, set(vars(obj))) for obj in (shell, kernel) if obj is not None]
+            state["classes"] = [(c, {k: v for k, v in vars(c).items() if _is_code(v)})
+                                for obj in (shell, kernel) if obj is not None for c in type(obj).__mro__
+                                if c is not object]
+            state["shell_lists"] = {a: (getattr(shell, a), list(getattr(shell, a))) for a in _SHELL_LISTS}
+            manager = shell.input_transformer_manager
+            state["transformer_lists"] = {a: (getattr(manager, a), list(getattr(manager, a)))
+                                          for a in _TRANSFORMER_LISTS if hasattr(manager, a)}
+            state["callbacks"] = {e: list(cbs) for e, cbs in shell.events.callbacks.items()}
+            # names the kernel itself puts in the user namespace over builtins (ipykernel's `open`)
+            state["user_ns"] = {k: v for k, v in shell.user_ns.items() if k in state["builtins"]}
+        cls._key, cls._state = key, state
+
+    @classmethod
+    def _sign(cls, action: str, nonce: str, changes: list[str]) -> str:
+        body = json.dumps({"action": action, "nonce": nonce, "changes": changes}, sort_keys=True)
+        mac = hmac.new(cls._key, body.encode(), hashlib.sha256).hexdigest()
+        return f"{mac}:{body}"
+
+    @classmethod
+    def _repair(cls) -> list[str]:
+        """Put everything in the snapshot back; returns what had changed (empty when nothing had)."""
+        state = cls._state
+        if state is None:
+            return ["the guard has no snapshot"]
+        changes: list[str] = []
+        # the guard itself first, so that what follows is its own code
+        for name, snap in (("guard", state["guard"]), ("guard module", state["guard_module"])):
+            target = cls if name == "guard" else sys.modules[__name__].__dict__
+            current = dict(vars(cls)) if name == "guard" else dict(target)
+            for key, value in snap.items():
+                if current.get(key) is not value and key not in ("_state", "_key"):
+                    changes.append(f"{name}.{key}")
+                    if name == "guard":
+                        type.__setattr__(cls, key, value)
+                    else:
+                        target[key] = value
+        live = vars(builtins)
+        for key in set(live) - set(state["builtins"]) - _IPYTHON_BUILTINS:
+            changes.append(f"builtins.{key} (added)")
+            del live[key]
+        for key, value in state["builtins"].items():
+            if key not in _IPYTHON_BUILTINS and live.get(key) is not value:
+                changes.append(f"builtins.{key}")
+                live[key] = value
+        for name, module in state["sys_modules"].items():
+            if sys.modules.get(name) is not module:
+                changes.append(f"sys.modules[{name!r}]")
+                sys.modules[name] = module
+        for name, (module, attrs) in state["modules"].items():
+            for key, value in attrs.items():
+                if getattr(module, key, None) is not value:
+                    changes.append(f"{name}.{key}")
+                    setattr(module, key, value)
+        if state["tensor"]:
+            tensor = state["modules"]["torch"][0].Tensor
+            for key, value in state["tensor"].items():
+                if tensor.__dict__.get(key) is not value:
+                    changes.append(f"torch.Tensor.{key}")
+                    setattr(tensor, key, value)
+            changes += cls._repair_torch_modes(state["modules"]["torch"][0])
+        for key, value in state["sys"].items():
+            if getattr(sys, key) is not value:
+                changes.append(f"sys.{key}")
+                setattr(sys, key, value)
+        if sys.gettrace() is not None:
+            changes.append("sys.settrace")
+            sys.settrace(None)
+        if sys.getprofile() is not None:
+            changes.append("sys.setprofile")
+            sys.setprofile(None)
+        if signal.getsignal(signal.SIGINT) is not state["sigint"]:
+            changes.append("the SIGINT handler")
+            signal.signal(signal.SIGINT, state["sigint"])
+        shell = state["shell"]
+        if shell is not None:
+            changes += cls._repair_shell(shell, state)
+        return changes
+
+    @staticmethod
+    def _repair_torch_modes(torch: Any) -> list[str]:
+        changes = []
+        c = torch._C
+        for length, pop, what in (("_len_torch_function_stack", "_pop_torch_function_stack", "function"),
+                                  ("_len_torch_dispatch_stack", "_pop_torch_dispatch_stack", "dispatch")):
+            if hasattr(c, length) and hasattr(c, pop):
+                while getattr(c, length)() > 0:
+                    changes.append(f"a torch {what} mode was left active")
+                    getattr(c, pop)()
+        return changes
+
+    @classmethod
+    def _repair_shell(cls, shell: Any, state: dict[str, Any]) -> list[str]:
+        changes = []
+        for c, snap in state["classes"]:
+            live = vars(c)
+            for key, value in snap.items():
+                if live.get(key) is not value:
+                    changes.append(f"{c.__name__}.{key}")
+                    type.__setattr__(c, key, value)
+            for key in [k for k, v in live.items() if k not in snap and _is_code(v)]:
+                changes.append(f"{c.__name__}.{key} (added)")
+                type.__delattr__(c, key)
+        for obj, own in state["instances"]:
+            for key in [k for k, v in vars(obj).items() if k not in own and callable(v)]:
+                if any(key in vars(c) for c in type(obj).__mro__):
+                    changes.append(f"{type(obj).__name__}.{key} (shadowed on the instance)")
+                    del vars(obj)[key]
+        for key, value in state["shell_hooks"].items():
+            if getattr(shell, key, None) is not value:
+                changes.append(f"shell.{key}")
+                setattr(shell, key, value)
+        for key, (obj, items) in state["shell_lists"].items():
+            if getattr(shell, key) is not obj or list(obj) != items:
+                changes.append(f"shell.{key}")
+                obj[:] = items
+                setattr(shell, key, obj)
+        manager = shell.input_transformer_manager
+        for key, (obj, items) in state["transformer_lists"].items():
+            if getattr(manager, key) is not obj or list(obj) != items:
+                changes.append(f"input_transformer_manager.{key}")
+                obj[:] = items
+                setattr(manager, key, obj)
+        if shell.custom_exceptions != ():
+            changes.append("shell.custom_exceptions")
+            shell.custom_exceptions = ()
+        callbacks = shell.events.callbacks
+        for event, cbs in list(callbacks.items()):
+            snap = state["callbacks"].get(event, [])
+            kept = [cb for cb in cbs if any(cb is s for s in snap) or _trusted_code(cb)]
+            if len(kept) != len(cbs):
+                changes.append(f"a {event} callback")
+                cbs[:] = kept
+        user_ns = shell.user_ns
+        if user_ns.get("__builtins__") is not builtins:
+            changes.append("the user namespace's __builtins__")
+            user_ns["__builtins__"] = builtins
+        for key in [k for k in user_ns if k in state["builtins"] and k not in _USER_NS_OK]:
+            trusted = state["user_ns"].get(key, state["builtins"][key])
+            if user_ns[key] is not trusted:
+                changes.append(f"the name {key!r} shadows the builtin")
+                if key in state["user_ns"]:
+                    user_ns[key] = trusted
+                else:
+                    del user_ns[key]
+        return changes
+
+    @classmethod
+    def restore(cls, nonce: str) -> str:
+        """Before a test cell: put the snapshot back. Returns the signed list of what had changed."""
+        return cls._sign("restore", str(nonce), cls._repair())
+
+    @classmethod
+    def verify(cls, nonce: str) -> str:
+        """After a test cell: the signed list of what changed while it ran (then put back)."""
+        return cls._sign("verify", str(nonce), cls._repair())
+
+
+def check_answer(answer: str, key: bytes, action: str, nonce: str) -> list[str] | None:
+    """The changes a signed answer of :class:`KernelGuard` reports, or None unless it is genuine."""
+    mac, _, body = answer.partition(":")
+    good = hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(mac, good):
+        return None
+    data = json.loads(body)
+    if data.get("action") != action or data.get("nonce") != nonce:
+        return None
+    return [str(c) for c in data.get("changes", [])]
+
+
+def expression(action: str, nonce: str) -> str:
+    """The ``user_expressions`` source that calls the guard without looking up any name the notebook can
+    rebind: it finds the class among ``object``'s subclasses."""
+    if action not in ("restore", "verify") or not nonce.isalnum():
+        raise ValueError(f"action must be 'restore' or 'verify' and nonce alphanumeric, got {action!r}, {nonce!r}")
+    return (f"[c for c in ().__class__.__base__.__subclasses__() if c.__module__ == {__name__!r} "
+            f"and c.__name__ == 'KernelGuard'][0].{action}({nonce!r})")
+
+
+def _enter_work_folder() -> None:
+    submission, work = os.environ.get("LMLAB_SANDBOX_SUBMISSION"), os.environ.get("LMLAB_SANDBOX_WORK")
+    if not work:
+        return
+    os.makedirs(work, exist_ok=True)
+    if submission and os.path.isdir(submission):
+        shutil.copytree(submission, work, dirs_exist_ok=True)
+    os.chdir(work)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Start the guarded kernel (the arguments are ipykernel's, e.g. ``-f CONNECTION_FILE``)."""
+    raw = os.environ.pop(LIMITS_VARIABLE, "")
+    if raw:
+        apply_limits(json.loads(raw))
+    key = os.environ.pop(KEY_VARIABLE, "").encode()
+    if not key:
+        raise SystemExit(f"{KEY_VARIABLE} is not set: the grader sets it when it starts the kernel")
+    _enter_work_folder()
+    if sys.path and sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]
+    from ipykernel.kernelapp import IPKernelApp
+
+    app = IPKernelApp.instance()
+    app.initialize(sys.argv[1:] if argv is None else argv)
+    KernelGuard.snapshot(app.shell, key)
+    app.start()
+
+
+if __name__ == "__main__":
+    # run the guard of the imported module, not of __main__: the grader finds it by its module's name
+    from lmlab.kernelguard import main as _main
+
+    _main()

@@ -1,0 +1,231 @@
+"""The pieces of sandboxed grading, one by one: the sandbox itself, the guard's signed answers, the
+preflight, the feedback scrubber and the exact-type comparisons of lmlab.grading."""
+
+from __future__ import annotations
+
+import sys
+
+import nbformat
+import pytest
+import torch
+
+from course.feedback import REPLACEMENT, hidden_lines, scrub_hidden_lines
+from course.preflight import check_notebook, preflight_submission, repair_metadata
+from course.sandbox import SandboxUnavailable, bwrap_command, check_not_exposed, probe_bwrap
+from lmlab.grading import expect_close, expect_equal, plain
+from lmlab.kernelguard import KernelGuard, check_answer, expression
+
+needs_bwrap = pytest.mark.skipif(probe_bwrap() is not None, reason=f"no sandbox: {probe_bwrap()}")
+
+
+def _cell(kind, source, gid=None, **meta):
+    cell = (nbformat.v4.new_code_cell if kind == "code" else nbformat.v4.new_markdown_cell)(source)
+    if gid:
+        cell.metadata["nbgrader"] = {"grade_id": gid, "schema_version": 3, "grade": False, "solution": False,
+                                     "locked": False, **meta}
+    return cell
+
+
+def _source():
+    nb = nbformat.v4.new_notebook(cells=[
+        _cell("code", "def f(x):\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION", "f", solution=True),
+        _cell("code", "assert f(1) == 1\n### BEGIN HIDDEN TESTS\nassert f(12345) == 12345, 'big'\n"
+                      "### END HIDDEN TESTS", "test_f", grade=True, locked=True, points=2),
+    ])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+# --- the sandbox ---------------------------------------------------------------------------------------
+
+@needs_bwrap
+def test_the_sandbox_hides_the_course_and_the_network(tmp_path):
+    """A command in the sandbox sees the environment and its box, nothing of the course, no network."""
+    import subprocess
+
+    box = tmp_path / "box"
+    (box / "run").mkdir(parents=True)
+    (box / "submission").mkdir()
+    (box / "submission" / "data.txt").write_text("mine")
+    secret = tmp_path / "assessments"
+    secret.mkdir()
+    (secret / "hidden.ipynb").write_text("hidden")
+    probe = (
+        "import os, socket\n"
+        f"print(os.path.exists({str(secret)!r}), os.path.exists({str(tmp_path)!r} + '/box/submission'))\n"
+        "print(open('/sandbox/submission/data.txt').read())\n"
+        "try:\n    open('/sandbox/submission/x', 'w')\nexcept OSError as e:\n    print('read-only', e.errno)\n"
+        "open('/sandbox/work/y', 'w').write('ok'); print('work ok')\n"
+        "try:\n    socket.create_connection(('127.0.0.1', 22), timeout=1)\nexcept OSError as e:\n"
+        "    print('no network', e.errno)\n"
+        "print(os.getpid())\n"
+    )
+    cmd = bwrap_command([sys.executable, "-c", probe], box, {"PATH": "/usr/bin"}, 16 << 20, secret=[secret])
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    lines = out.stdout.splitlines()
+    assert out.returncode == 0, out.stderr
+    assert lines[0] == "False False"  # neither the course nor the box's own host path
+    assert lines[1] == "mine"
+    assert lines[2].startswith("read-only") and lines[3] == "work ok"
+    assert lines[4].startswith("no network")
+    assert int(lines[5]) < 10, "the sandbox has its own process namespace"
+
+
+def test_the_sandbox_refuses_to_show_a_folder_that_holds_the_hidden_tests(tmp_path):
+    (tmp_path / "assessments").mkdir()
+    with pytest.raises(SandboxUnavailable, match="holds"):
+        check_not_exposed([tmp_path], [tmp_path / "assessments"])
+    check_not_exposed([tmp_path / "venv"], [tmp_path / "assessments"])  # a sibling is fine
+
+
+def test_grading_refuses_to_start_without_a_sandbox(tmp_path, monkeypatch):
+    from course import autograde
+
+    monkeypatch.setattr(autograde, "probe_bwrap", lambda: "bubblewrap (bwrap) is not installed")
+    with pytest.raises(SystemExit, match="(?s)refusing to grade: bubblewrap.*--unsafe"):
+        autograde.grade_class("00_example", root=tmp_path, env={})
+
+
+# --- the guard's answers -------------------------------------------------------------------------------
+
+def test_guard_answers_are_signed_and_checked():
+    KernelGuard.snapshot(None, b"k" * 32)
+    answer = KernelGuard.verify("n0nce")
+    assert check_answer(answer, b"k" * 32, "verify", "n0nce") == []
+    assert check_answer(answer, b"other key", "verify", "n0nce") is None  # forged or from another kernel
+    assert check_answer(answer, b"k" * 32, "restore", "n0nce") is None   # an answer to another question
+    assert check_answer(answer, b"k" * 32, "verify", "n0nce2") is None   # replayed
+    mac, _, body = answer.partition(":")
+    edited = body.replace('"changes": []', '"changes": ["builtins.abs"]')
+    assert edited != body and check_answer(f"{mac}:{edited}", b"k" * 32, "verify", "n0nce") is None
+
+
+def test_guard_puts_back_patched_functions_and_reports_them():
+    import math
+
+    import lmlab.grading as grading
+
+    KernelGuard.snapshot(None, b"key")
+    real_isclose, real_helper = math.isclose, grading._isclose
+    try:
+        math.isclose = lambda *a, **k: True
+        grading._isclose = lambda *a, **k: True
+        changes = check_answer(KernelGuard.restore("abc"), b"key", "restore", "abc")
+    finally:
+        math.isclose, grading._isclose = real_isclose, real_helper
+    assert math.isclose is real_isclose
+    assert "math.isclose" in changes and "lmlab.grading._isclose" in changes
+    assert check_answer(KernelGuard.verify("abc"), b"key", "verify", "abc") == []
+
+
+def test_guard_expression_uses_no_name_a_notebook_can_rebind():
+    src = expression("verify", "abc123")
+    import ast
+
+    names = {n.id for n in ast.walk(ast.parse(src, mode="eval")) if isinstance(n, ast.Name)}
+    assert names == {"c"}  # only the comprehension's own variable
+    assert eval(src, {"__builtins__": {}}, {}) is not None  # finds the guard with no builtins at all
+    with pytest.raises(ValueError):
+        expression("verify", "x'); import os; ('")
+
+
+# --- preflight -----------------------------------------------------------------------------------------
+
+def test_preflight_finds_what_a_student_changed():
+    source = _source()
+    submitted = nbformat.from_dict(source)
+    submitted.cells[1].metadata["nbgrader"]["points"] = 100
+    submitted.cells.append(nbformat.from_dict(submitted.cells[0]))
+    submitted.metadata["kernelspec"]["name"] = "other"
+    found = [f.problem for f in check_notebook("nb", submitted, source)]
+    assert any("points changed from 2 to 100" in f for f in found)
+    assert any("'f' appears 2 times" in f for f in found)
+    assert any("kernelspec" in f for f in found)
+    markdown = nbformat.from_dict(source)
+    markdown.cells[1].cell_type = "markdown"
+    assert any("turned into a markdown cell" in f.problem for f in check_notebook("nb", markdown, source))
+    removed = nbformat.from_dict(source)
+    del removed.cells[1]
+    assert any("'test_f' was removed" in f.problem for f in check_notebook("nb", removed, source))
+    assert check_notebook("nb", nbformat.from_dict(source), source) == []
+
+
+def test_preflight_repairs_what_nbgrader_cannot_read_and_keeps_the_original(tmp_path):
+    source, released = tmp_path / "src.ipynb", tmp_path / "rel.ipynb"
+    nbformat.write(_source(), source)
+    nbformat.write(_source(), released)
+    folder, keep = tmp_path / "sub", tmp_path / "originals"
+    folder.mkdir()
+    (folder / "nb.ipynb").write_text("{ not json")
+    report = preflight_submission(folder, "ada", {"nb": source}, {"nb": released}, keep=keep)
+    assert not report.ok and report.repaired and "not a readable notebook" in str(report.findings[0])
+    assert nbformat.read(folder / "nb.ipynb", 4).cells[0].source == _source().cells[0].source
+    assert (keep / "nb.ipynb").read_text() == "{ not json"
+    twice = _source()
+    twice.cells.append(nbformat.from_dict(twice.cells[1]))
+    twice.cells.append(_cell("code", "x = 1"))
+    twice.cells[-1].metadata["nbgrader"] = {"grade": True}  # nbgrader metadata without a grade_id
+    assert repair_metadata(twice)
+    assert [c.metadata.get("nbgrader", {}).get("grade_id") for c in twice.cells] == ["f", "test_f", None, None]
+
+
+# --- feedback ------------------------------------------------------------------------------------------
+
+def test_feedback_scrubs_hidden_lines_from_every_output():
+    nb = _source()
+    nb.cells[0].source += "\n# ### BEGIN HIDDEN TESTS in a student's comment"  # not a test cell: ignored
+    lines = hidden_lines(nb)
+    assert lines == ["assert f(12345) == 12345, 'big'"]
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout",
+                                                  text="hello\n    assert f(12345) == 12345, 'big'\nbye")]
+    shown = {"text/plain": "assert f(12345) == 12345, 'big'"}
+    nb.cells[1].outputs = [nbformat.v4.new_output("execute_result", data=shown),
+                           nbformat.v4.new_output("error", ename="E", evalue="x",
+                                                  traceback=["  assert   f(12345) ==  12345, 'big'"])]
+    assert scrub_hidden_lines(nb, lines) == 3
+    assert nb.cells[0].outputs[0].text == f"hello\n{REPLACEMENT}\nbye"
+    assert nb.cells[1].outputs[0].data["text/plain"] == REPLACEMENT
+    assert nb.cells[1].outputs[1].traceback == [REPLACEMENT]
+
+
+# --- exact comparisons ---------------------------------------------------------------------------------
+
+class _AlwaysEqual(float):
+    def __eq__(self, other):
+        return True
+
+    __hash__ = float.__hash__
+
+
+class _Yes(torch.Tensor):
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        return True
+
+
+@pytest.mark.parametrize("cheat", [_AlwaysEqual(0.0), torch.tensor(0.0).as_subclass(_Yes), "2.0", [2.0], None])
+def test_exact_comparisons_refuse_look_alikes(cheat):
+    with pytest.raises(AssertionError):
+        expect_close(cheat, 2.0)
+    with pytest.raises(AssertionError):
+        expect_equal(cheat, 2.0)
+
+
+def test_exact_comparisons_accept_the_real_thing():
+    expect_close(2, 2.0)
+    expect_close(0.1 + 0.2, 0.3, rel=1e-12)
+    expect_close(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0 + 1e-7]), rel=1e-6)
+    expect_equal({"a": [1, (2, "x")]}, {"a": [1, (2, "x")]})
+    expect_equal(torch.tensor([1, 2]), torch.tensor([1, 2]))
+    assert plain(torch.tensor([[1, 2]])) == ("tensor", "torch.int64", (1, 2), [[1, 2]])
+    with pytest.raises(AssertionError, match="dtype"):
+        expect_close(torch.tensor([1.0]), torch.tensor([1.0], dtype=torch.float64))
+    with pytest.raises(AssertionError, match="shape"):
+        expect_close(torch.tensor([1.0, 1.0]), torch.tensor([[1.0, 1.0]]))
+    with pytest.raises(AssertionError, match="expected 2.0, got 2.1"):
+        expect_close(2.1, 2.0)
+    with pytest.raises(AssertionError):
+        expect_equal(1, True)  # exact types: a bool is not the int 1
+    with pytest.raises(AssertionError):
+        expect_equal(1.0, 1)
+
