@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from course import ROOT, lesson_notebooks, lessons, nbgrader
+from course import GRADING, ROOT, lesson_notebooks, lessons, nbgrader
 
 SUCCESS = "Success! Your notebook passes all the tests."
 
@@ -106,10 +106,17 @@ def main(argv: list[str] | None = None) -> int:
                         "the LMLAB_COURSE_VARIANT environment variable, else 0)")
     p = sub.add_parser("validate", help="run the source notebooks' tests, visible and hidden")
     p.add_argument("lessons", nargs="*", help="lesson folders (default: all)")
-    p = sub.add_parser("collect", help="collect submissions: from course/grading/downloaded/LESSON/archive/ "
-                                       "(nbgrader zip_collect), or from the exchange with --exchange")
+    p = sub.add_parser("collect", help="collect submissions: from LMS exports (Canvas, Moodle: files, folders, "
+                                       "zips), else from course/grading/downloaded/LESSON/archive/ (nbgrader "
+                                       "zip_collect), or from the exchange with --exchange")
     p.add_argument("lesson")
+    p.add_argument("exports", nargs="*", type=Path, help="LMS downloads: files, folders or zip files")
     p.add_argument("--exchange", action="store_true", help="nbgrader collect from the JupyterHub exchange")
+    p.add_argument("--deadline", default=None, help="flag submissions after this time ('YYYY-MM-DD HH:MM' UTC; "
+                                                    "default: c.ClassGrading.deadlines in nbgrader_config.py)")
+    p = sub.add_parser("roster", help="import the class list (CSV: id[, first_name, last_name, email, "
+                                      "canvas_id, moodle_id]) so that students who send nothing score 0")
+    p.add_argument("csv", type=Path)
     p = sub.add_parser("autograde", help="grade the collected submissions, each in a sandbox, several at once")
     p.add_argument("lesson")
     p.add_argument("--workers", type=int, default=None, metavar="N",
@@ -119,13 +126,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--unsafe", action="store_true",
                    help="grade without a sandbox when bubblewrap is unavailable (only submissions you trust)")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                   help="wall-clock limit of one submission (default: 600)")
+                   help="wall-clock limit of one submission (default: c.ClassGrading.submission_timeout, 600)")
     p = sub.add_parser("feedback", help="write HTML feedback to course/grading/feedback/")
     p.add_argument("lesson")
-    sub.add_parser("export", help="write the grades to course/grading/grades.csv")
-    p = sub.add_parser("bench", help="time and peak memory of each source notebook, normal and grading mode")
-    p.add_argument("lessons", nargs="*", help="lesson folders (default: all)")
+    p = sub.add_parser("export", help="write the grades to course/grading/grades.csv (nbgrader export), or per "
+                                      "exercise and question with --by cell")
+    p.add_argument("--by", choices=("lesson", "cell"), default="lesson",
+                   help="cell: one column per test cell and question (course/grading/grades-by-cell.csv)")
+    p.add_argument("--lesson", action="append", default=None, help="only this lesson (with --by cell)")
+    p = sub.add_parser("bench", help="time and peak memory of each source notebook, normal and grading mode; "
+                                     "`bench grading`: how fast a generated class is graded")
+    p.add_argument("lessons", nargs="*", help="lesson folders (default: all), or `grading`")
     p.add_argument("--student", action="store_true", help="run the student versions in notebooks/ instead")
+    p.add_argument("--class", dest="size", type=int, default=30, help="bench grading: submissions (default 30)")
+    p.add_argument("--lesson", default=None, help="bench grading: the lesson (default: the first)")
+    p.add_argument("--workers", type=int, default=None, help="bench grading: workers (default: one per core)")
+    p.add_argument("--sample", type=int, default=5, help="bench grading: submissions also graded unsandboxed")
     p = sub.add_parser("wrong", help="run each exercise's tests against the lesson's wrong solutions "
                                      "(assessments/LESSON/wrong_solutions.toml); exit 1 unless every one is caught")
     p.add_argument("lessons", nargs="*", help="lesson folders (default: all)")
@@ -134,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if args.command == "nbgrader":
         return nbgrader(extra).returncode
-    if extra and args.command in ("questions", "bench", "wrong"):
+    if extra and args.command in ("questions", "bench", "wrong", "roster"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "release":
         return release(args.lessons, extra)
@@ -146,19 +162,54 @@ def main(argv: list[str] | None = None) -> int:
         return wrong(args.lessons)
     if args.command == "collect":
         lesson = _lessons([args.lesson])[0]
-        return nbgrader(["collect" if args.exchange else "zip_collect", lesson, *extra]).returncode
+        if not args.exports:
+            return nbgrader(["collect" if args.exchange else "zip_collect", lesson, *extra]).returncode
+        from course.autograde import settings
+        from course.collect import collect, parse_deadline
+
+        text = args.deadline or settings().deadlines.get(lesson)
+        try:
+            report = collect(lesson, args.exports, deadline=parse_deadline(text) if text else None)
+        except (ValueError, FileNotFoundError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        print(report.summary())
+        return 0
+    if args.command == "roster":
+        from course.collect import import_roster
+
+        try:
+            rows = import_roster(args.csv)
+        except (ValueError, FileNotFoundError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        print(f"{len(rows)} students in the gradebook; LMS ids kept in {GRADING}/roster.json")
+        return 0
     if args.command == "autograde":
-        from course.autograde import SUBMISSION_SECONDS, grade_class, summary
+        from course.autograde import grade_class, summary
 
         lesson = _lessons([args.lesson])[0]
+        from course.autograde import settings
+
         outcomes = grade_class(lesson, workers=args.workers, students=args.student, unsafe=args.unsafe,
-                               timeout=args.timeout or SUBMISSION_SECONDS, extra=extra)
+                               timeout=args.timeout or settings().submission_timeout, extra=extra)
         print(summary(outcomes, lesson))
         return 0 if all(o.status == "graded" for o in outcomes) else 1
     if args.command == "feedback":
         return nbgrader(["generate_feedback", _lessons([args.lesson])[0], *extra]).returncode
     if args.command == "export":
+        if args.by == "cell":
+            from course.export import export_cells
+
+            print(f"wrote {export_cells(lessons=args.lesson)}")
+            return 0
         return nbgrader(["export", *extra]).returncode
+    if args.lessons == ["grading"]:
+        from course.bench_grading import bench_grading, report
+
+        lesson = _lessons([args.lesson])[0] if args.lesson else None
+        print(report(bench_grading(args.size, lesson, args.workers, args.sample)))
+        return 0
     from course.bench import bench
 
     return bench(_lessons(args.lessons), student=args.student)

@@ -20,11 +20,50 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from traitlets import Dict, Float, Unicode
+from traitlets.config import Configurable
+
 from course import GRADING, ROOT, lesson_notebooks
 from course.preflight import preflight_submission
 from course.sandbox import UNSAFE_VARIABLE, probe_bwrap
 
 SUBMISSION_SECONDS = 600  # a lesson grades in <= 45 s; a submission still running after this is stopped
+
+
+class ClassGrading(Configurable):
+    """Class-level settings, ``c.ClassGrading.<name>`` in course/nbgrader_config.py."""
+
+    deadlines = Dict(value_trait=Unicode(), help="lesson -> deadline, 'YYYY-MM-DD HH:MM' (UTC) or ISO 8601 "
+                                                 "with an offset; later submissions are flagged").tag(config=True)
+    submission_timeout = Float(SUBMISSION_SECONDS, help="seconds one submission may take").tag(config=True)
+
+
+def settings(root: Path = ROOT) -> ClassGrading:
+    """The ClassGrading settings of the course in ``root`` (read from course/nbgrader_config.py)."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(Path(root) / "course")).load_config()
+    return ClassGrading(config=config)
+
+
+def gradebook_url(root: Path = ROOT) -> str:
+    """The gradebook's database URL, as nbgrader_config.py sets it (parallel writers wait for the lock)."""
+    return f"sqlite:///{Path(root) / GRADING / 'gradebook.db'}?timeout=60"
+
+
+def open_gradebook(root: Path = ROOT):  # noqa: ANN201 -- nbgrader.api.Gradebook
+    """nbgrader's Gradebook of the course in ``root``, created if need be.
+
+    nbgrader creates and upgrades the database with the ``alembic`` command, found on PATH: this
+    interpreter's scripts folder is put first, so it works from a virtual environment that is not activated.
+    """
+    from nbgrader.api import Gradebook
+
+    scripts = str(Path(sys.executable).parent)
+    if scripts not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])
+    (Path(root) / GRADING).mkdir(parents=True, exist_ok=True)
+    return Gradebook(gradebook_url(root))
 
 
 @dataclass

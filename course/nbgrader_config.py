@@ -1,7 +1,8 @@
 """nbgrader configuration of the lmlab course (nbgrader 0.9).
 
-nbgrader reads this file when it runs in this folder: `cd course && nbgrader autograde 01_objective`,
-or `python -m course autograde 01_objective` from the repository root, which does exactly that.
+nbgrader reads this file when it runs in this folder: `cd course && nbgrader autograde 01_objective`;
+`python -m course autograde 01_objective` from the repository root runs that once per submission, several
+at once, and reads the ClassGrading settings here too.
 Every path below is relative to the repository root, found from this file's location.
 
     assessments/<lesson>/             source: instructor notebooks (solutions, hidden tests), questions.toml
@@ -73,6 +74,11 @@ c.SandboxKernelManager.work_bytes = 512 << 20        # its working folder and /t
 c.SafeExecute.max_cell_output_bytes = 1 << 20        # output a cell keeps (errors always stay)
 c.SafeExecute.max_notebook_output_bytes = 8 << 20
 c.SafeExecute.guard_timeout = 20                     # seconds for the guard's answer around a test cell
+# The class: deadlines flag late submissions when collecting (`python -m course collect LESSON EXPORTS`),
+# e.g. {"01_objective": "2026-10-09 23:59"} (UTC, or ISO 8601 with an offset); a submission still
+# running after submission_timeout seconds is stopped.
+c.ClassGrading.deadlines = {}
+c.ClassGrading.submission_timeout = 600
 _autograde = Autograde.class_traits()["autograde_preprocessors"].default()
 _autograde[_autograde.index(Execute)] = SafeExecute
 c.Autograde.autograde_preprocessors = _autograde

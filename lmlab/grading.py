@@ -53,6 +53,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 __all__ = [
+    "exact",
     "expect_equal",
     "expect_close",
     "plain",
@@ -81,8 +82,8 @@ def plain(value: Any, what: str = "the result") -> Any:
 
     Accepted: ``int``, ``float``, ``str``, ``bool``, ``None``, ``bytes``; ``list``/``tuple`` of accepted
     values (kept as list/tuple); ``dict`` with ``str`` keys; a ``torch.Tensor`` (exactly that type, no
-    subclass) becomes ``("tensor", dtype name, shape tuple, nested list)``; a NumPy scalar or array (exact
-    types) becomes its ``float``/``int``/``bool`` or ``("ndarray", dtype name, shape, nested list)``.
+    subclass) becomes ``("tensor", dtype name, shape tuple, nested list)``; a NumPy scalar or array (NumPy's
+    own types) becomes its Python number or ``("ndarray", dtype name, shape, nested list)``.
     """
     t = _type(value)
     if t in _PLAIN_SCALARS:
@@ -106,11 +107,21 @@ def plain(value: Any, what: str = "the result") -> Any:
 
         if t is numpy.ndarray:
             return ("ndarray", _str(value.dtype), _tuple(value.shape), value.tolist())
-        if _isinstance(value, numpy.generic) and t in (numpy.float64, numpy.float32, numpy.int64, numpy.int32,
-                                                       numpy.bool_, numpy.float16):
+        if _isinstance(value, numpy.generic):  # numpy's own scalar types (a subclass has another module)
             return value.item()
     raise AssertionError(f"{what} must be a plain value (int, float, str, bool, list, tuple, dict, "
                          f"torch.Tensor), got an object of type {t.__module__}.{t.__qualname__}")
+
+
+def exact(value: Any, what: str = "the result") -> Any:
+    """``value`` itself, once :func:`plain` has checked that it is made of exact built-in types (a
+    ``torch.Tensor`` and not a subclass, a ``list`` and not a subclass, ...). Test cells wrap each call of
+    the student's function in it, so that an object that pretends to equal anything fails at once::
+
+        _out = exact(greedy_decode(model, prompt, 5))
+    """
+    plain(value, what)
+    return value
 
 
 def _numbers(x: Any, what: str) -> list:

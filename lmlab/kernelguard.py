@@ -14,6 +14,9 @@ sandbox (``course/sandbox.py`` runs the kernel in one); it makes the common atta
   the SIGINT handler, torch's function-mode stack, and the IPython shell's hooks (custom exception
   handler, input and AST transformers, event callbacks, methods and the classes they come from).
 
+While a test cell runs, torch's ``__torch_function__`` dispatch of Tensor subclasses is off, so a
+subclass cannot answer ``torch.allclose`` or ``torch.equal`` with what it likes.
+
 The grader (``course/execute.py``) asks :meth:`KernelGuard.restore` before each test cell and
 :meth:`KernelGuard.verify` after it, through ``user_expressions`` of an empty ``execute_request`` (those are
 evaluated without IPython's input transformers). Each answer is signed with the key, so a submission that
@@ -107,6 +110,7 @@ class KernelGuard:
 
     _key: bytes = b""
     _state: dict[str, Any] | None = None
+    _no_subclass: Any = None  # torch's DisableTorchFunctionSubclass, entered for the length of a test cell
 
     @classmethod
     def snapshot(cls, shell: Any, key: bytes) -> None:
@@ -171,7 +175,7 @@ class KernelGuard:
             target = cls if name == "guard" else sys.modules[__name__].__dict__
             current = dict(vars(cls)) if name == "guard" else dict(target)
             for key, value in snap.items():
-                if current.get(key) is not value and key not in ("_state", "_key"):
+                if current.get(key) is not value and key not in ("_state", "_key", "_no_subclass"):
                     changes.append(f"{name}.{key}")
                     if name == "guard":
                         type.__setattr__(cls, key, value)
@@ -288,14 +292,39 @@ class KernelGuard:
         return changes
 
     @classmethod
+    def _subclass_dispatch(cls, off: bool) -> list[str]:
+        """Switch torch's ``__torch_function__`` of Tensor subclasses off for a test cell (a subclass could
+        answer ``torch.allclose`` with True) and back on after it; function modes, which ``forbid`` uses,
+        keep working. Reports a test cell during which it was switched back on."""
+        state = cls._state or {}
+        torch = state.get("modules", {}).get("torch", (None,))[0]
+        if torch is None:
+            return []
+        changes = []
+        if cls._no_subclass is not None:
+            if torch._C._is_torch_function_enabled():
+                changes.append("torch's subclass dispatch was switched back on")
+            else:
+                cls._no_subclass.__exit__(None, None, None)
+            cls._no_subclass = None
+        if off:
+            cls._no_subclass = torch._C.DisableTorchFunctionSubclass()
+            cls._no_subclass.__enter__()
+        return changes
+
+    @classmethod
     def restore(cls, nonce: str) -> str:
-        """Before a test cell: put the snapshot back. Returns the signed list of what had changed."""
-        return cls._sign("restore", str(nonce), cls._repair())
+        """Before a test cell: put the snapshot back, switch off Tensor subclasses' dispatch. Returns the
+        signed list of what had changed."""
+        changes = cls._repair()
+        cls._subclass_dispatch(off=True)
+        return cls._sign("restore", str(nonce), changes)
 
     @classmethod
     def verify(cls, nonce: str) -> str:
         """After a test cell: the signed list of what changed while it ran (then put back)."""
-        return cls._sign("verify", str(nonce), cls._repair())
+        changes = cls._subclass_dispatch(off=False) + cls._repair()
+        return cls._sign("verify", str(nonce), changes)
 
 
 def check_answer(answer: str, key: bytes, action: str, nonce: str) -> list[str] | None:

@@ -4,7 +4,6 @@ a small example lesson, and fake student submissions built from a source noteboo
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -12,6 +11,14 @@ from pathlib import Path
 import nbformat
 
 import course
+from course.fakeclass import (  # noqa: F401 -- the tests' fake students
+    answered_source,
+    exercise_groups,
+    grading_meta,
+    make_submission,
+    points,
+    question_answers,
+)
 from course.questions import render_lesson
 
 EXAMPLE = "00_example"
@@ -53,7 +60,7 @@ def copy_course(dest: Path, source_root: Path = course.ROOT) -> Path:
 
 # --- the example lesson --------------------------------------------------------------------------------
 
-def _cell(kind: str, source: str, grade_id: str | None = None, *, solution=False, grade=False, points=0,
+def _cell(kind: str, source: str, grade_id: str | None = None, *, solution=False, grade=False, points=0,  # noqa: F811
           locked=False):
     make = nbformat.v4.new_code_cell if kind == "code" else nbformat.v4.new_markdown_cell
     cell = make(source)
@@ -158,67 +165,7 @@ def write_example_lesson(root: Path, name: str = EXAMPLE) -> Path:
     return lesson
 
 
-# --- fake students -------------------------------------------------------------------------------------
-
-def grading_meta(cell) -> dict:
-    return cell.metadata.get("nbgrader", {})
-
-
-def exercise_groups(nb) -> list[tuple[list[str], list[str]]]:
-    """(solution grade_ids, test grade_ids) of each exercise, in notebook order: the solution cells before
-    a run of test cells, and those test cells. A test depends on nothing after it, so the first exercise's
-    tests pass with only its own solutions filled in; a question's test depends on its answer alone."""
-    groups: list[tuple[list[str], list[str]]] = []
-    pending: list[str] = []
-    for cell in nb.cells:
-        meta = grading_meta(cell)
-        if meta.get("grade"):
-            if pending or not groups:
-                groups.append((pending, []))
-                pending = []
-            groups[-1][1].append(meta["grade_id"])
-        elif meta.get("solution"):
-            pending.append(meta["grade_id"])
-    return groups
-
-
-def points(nb) -> dict[str, float]:
-    """Points of each test cell, by grade_id."""
-    tests = [grading_meta(c) for c in nb.cells if grading_meta(c).get("grade")]
-    return {meta["grade_id"]: float(meta["points"]) for meta in tests}
-
-
-def question_answers(nb) -> dict[str, tuple[str, str]]:
-    """grade_id of each question's answer cell -> (variable, correct letter), from a source notebook."""
-    answers = {}
-    for cell in nb.cells:
-        if cell.metadata.get("course", {}).get("question") and grading_meta(cell).get("solution"):
-            variable, letter = re.search(r'(answer_\w+) = "(\w)"', cell.source).groups()
-            answers[grading_meta(cell)["grade_id"]] = (variable, letter)
-    return answers
-
-
-def answered_source(cell) -> str:
-    """What a student who solved the exercise would have written: the source without the solution markers."""
-    lines = cell.source.split("\n")
-    return "\n".join(line for line in lines if "BEGIN SOLUTION" not in line and "END SOLUTION" not in line)
-
-
-def make_submission(source, released, answered=(), wrong=()) -> nbformat.NotebookNode:
-    """The released notebook with the solution cells in `answered` filled in from the source, and the
-    questions in `wrong` answered with a wrong letter."""
-    solutions = {grading_meta(c)["grade_id"]: c for c in source.cells if grading_meta(c).get("solution")}
-    correct = question_answers(source)
-    nb = nbformat.from_dict(released)
-    for cell in nb.cells:
-        gid = grading_meta(cell).get("grade_id")
-        if gid in answered:
-            cell.source = answered_source(solutions[gid])
-        elif gid in wrong:
-            variable, letter = correct[gid]
-            cell.source = f'{variable} = "{"B" if letter == "A" else "A"}"'
-    return nb
-
+# --- fake students: course/fakeclass.py --------------------------------------------------------------
 
 def submit(root: Path, student: str, lesson: str, notebooks: dict[str, nbformat.NotebookNode]) -> None:
     """Hand a submission in as files: course/grading/downloaded/<lesson>/archive/<student>/<notebook>.ipynb,

@@ -62,6 +62,13 @@ ATTACKS = {
     "tensor_subclass": ("mean", "import torch\n\nclass Yes(torch.Tensor):\n    @classmethod\n"
                                 "    def __torch_function__(cls, func, types, args=(), kwargs=None):\n"
                                 "        return True\n\ndef mean(xs):\n    return torch.tensor(0.0).as_subclass(Yes)"),
+    "tensor_subclass_allclose": ("mean", "import torch\n\nclass Close(torch.Tensor):\n    @classmethod\n"
+                                         "    def __torch_function__(cls, func, types, args=(), kwargs=None):\n"
+                                         "        if func in (torch.allclose, torch.equal, torch.Tensor.__eq__):\n"
+                                         "            return True\n"
+                                         "        return super().__torch_function__(func, types, args,\n"
+                                         "                                          kwargs or {})\n\n"
+                                         "torch_mean = mean = lambda xs: torch.tensor(0.0).as_subclass(Close)"),
     "shadow_type": ("answer_q2", "class Same(str):\n    def __eq__(self, other):\n        return True\n\n"
                                  "    __hash__ = str.__hash__\n\ntype = lambda x: str\n"
                                  "isinstance = lambda *a: True\nanswer_q2 = Same('B')"),

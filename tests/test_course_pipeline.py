@@ -35,13 +35,14 @@ from _course_support import (
 import course
 from course.__main__ import release, validate
 from course.autograde import grade_class
+from course.fakeclass import ATTACKS
 from course.sandbox import probe_bwrap
 from lmlab.grading import grading_mode
 
 REAL_LESSONS = course.lessons()
 LESSONS = [EXAMPLE, *REAL_LESSONS]
 NO_LESSONS = pytest.mark.skipif(not REAL_LESSONS, reason="no lessons yet: assessments/ has no lesson folder")
-STUDENTS = ("correct", "blank", "partial", "tamper")
+STUDENTS = ("correct", "blank", "partial", "tamper", "kernel_tamper")
 UNSAFE = probe_bwrap() is not None
 
 
@@ -99,6 +100,7 @@ class Graded:
             submissions["blank"][name] = released
             submissions["partial"][name] = make_submission(source, released, [s for g in answered for s in g[0]], wrong)
             submissions["tamper"][name] = tamper(submissions["partial"][name], answered)
+            submissions["kernel_tamper"][name] = kernel_tamper(submissions["partial"][name])
             self.expected["correct"][name] = sum(pts.values())
             self.expected["blank"][name] = 0.0
             self.expected["partial"][name] = sum(pts[t] for g in answered for t in g[1])
@@ -110,6 +112,7 @@ class Graded:
                     cell.source = "expect_close = lambda *args, **kwargs: None\n\ndef mean(xs):\n    return 0.0"
             submissions["noisy"] = {EXAMPLE: noisy(submissions["correct"][EXAMPLE])}
             self.expected["noisy"] = self.expected["correct"]
+        self.students = sorted(submissions)
         for student, notebooks in submissions.items():
             submit(tree.root, student, tree.lesson, notebooks)
         run = dict(root=tree.root, env=tree.env, check=True)
@@ -158,6 +161,16 @@ def tamper(nb: nbformat.NotebookNode, answered) -> nbformat.NotebookNode:
                   and grading_meta(c)["grade_id"] not in answered_tests]
     if unanswered:
         del nb.cells[unanswered[-1]]
+    return nb
+
+
+def kernel_tamper(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The partly correct submission with the fake class's in-kernel attacks (patched comparisons,
+    swallowed errors, shadowed builtins) put before its first answer: it must not score more."""
+    nb = nbformat.from_dict(nb)
+    attack = "".join(ATTACKS[k] for k in ("patch_comparisons", "swallow_errors", "shadow_type"))
+    first = next(c for c in nb.cells if grading_meta(c).get("solution"))
+    first.source = attack + first.source
     return nb
 
 
@@ -312,7 +325,7 @@ def test_untouched_release_scores_zero_and_only_exercise_cells_raise(graded):
 
 
 def test_round_trip_scores_and_export(graded):
-    assert {o.student: o.status for o in graded.outcomes} == dict.fromkeys(sorted(graded.expected), "graded")
+    assert {o.student: o.status for o in graded.outcomes} == dict.fromkeys(graded.students, "graded")
     assert [o.student for o in graded.outcomes if o.preflight] == ["tamper"], "only the tamperer changed cells"
     for student, expected in graded.expected.items():
         for name, total in expected.items():
@@ -325,8 +338,34 @@ def test_round_trip_scores_and_export(graded):
     assert 0 < partial < correct or groups == 1, "the partly correct student should score in between"
 
 
+def test_export_by_cell_has_every_roster_student_and_every_graded_cell(graded, tmp_path):
+    from course.collect import import_roster
+    from course.export import cell_grades
+
+    roster = tmp_path / "roster.csv"
+    roster.write_text("id,first_name,last_name\n" + "".join(f"{s},{s.title()},X\n" for s in graded.expected)
+                      + "absent,Absent,Student\n")
+    import_roster(roster, graded.tree.root)
+    columns, rows = cell_grades(graded.tree.root, [graded.tree.lesson])
+    by_student = {r["student_id"]: r for r in rows}
+    assert "absent" in by_student and by_student["absent"]["submitted"] == "no"
+    assert by_student["absent"]["total"] == 0.0
+    assert by_student["correct"]["first_name"] == "Correct"
+    for student, expected in graded.expected.items():
+        row = by_student[student]
+        for name in graded.tree.sources:
+            for gid, score in graded.scores(student, name).items():
+                label = next(c for c in columns if c.startswith(f"{name}:{gid} /"))
+                assert row[label] == score, (student, name, gid)
+        assert row["total"] == pytest.approx(sum(expected.values()))
+        assert row["max_score"] == pytest.approx(sum(sum(p.values()) for p in graded.points.values()))
+
+
 def test_tampering_gains_no_points(graded):
     for name in graded.tree.sources:
+        kernel, partial = graded.scores("kernel_tamper", name), graded.scores("partial", name)
+        assert sum(kernel.values()) <= sum(partial.values()), f"attacks in the kernel won points: {kernel}"
+        assert all(kernel[t] <= partial[t] for t in partial), (kernel, partial)
         assert graded.scores("tamper", name) == graded.scores("partial", name)
         nb = graded.autograded("tamper", name)
         tests = {grading_meta(c)["grade_id"]: c for c in nb.cells if grading_meta(c).get("grade")}

@@ -229,3 +229,52 @@ def test_exact_comparisons_accept_the_real_thing():
     with pytest.raises(AssertionError):
         expect_equal(1.0, 1)
 
+
+
+class _Close(torch.Tensor):
+    """A subclass that answers the comparisons tests use with True, and is a normal tensor otherwise."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func in (torch.allclose, torch.equal):
+            return True
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def test_guard_switches_off_tensor_subclass_dispatch_for_the_length_of_a_test():
+    cheat, other = torch.tensor([1.0, 2.0]).as_subclass(_Close), torch.tensor([5.0, 5.0])
+    assert torch.allclose(cheat, other)  # what a bare torch.allclose test would accept
+    KernelGuard.snapshot(None, b"key")
+    assert check_answer(KernelGuard.restore("t1"), b"key", "restore", "t1") == []
+    try:
+        assert not torch.allclose(cheat, other) and not torch.equal(cheat, other)
+        assert torch.allclose(cheat, torch.tensor([1.0, 2.0]))  # the real comparison still works
+    finally:
+        changes = check_answer(KernelGuard.verify("t2"), b"key", "verify", "t2")
+    assert changes == [] and torch.allclose(cheat, other), "dispatch is back on after the test"
+
+
+def test_every_lesson_test_wraps_calls_of_the_student_function_in_exact():
+    """Authoring rule 9: `_out = exact(fn(...))` for every exercise function `fn` a test cell calls."""
+    import re
+
+    import course
+
+    unwrapped = []
+    for lesson in course.lessons():
+        for path in course.lesson_notebooks(lesson):
+            nb = nbformat.read(path, 4)
+            exercises = set()
+            for cell in nb.cells:
+                meta = cell.metadata.get("nbgrader", {})
+                if meta.get("solution") and not cell.metadata.get("course", {}).get("question"):
+                    exercises |= set(re.findall(r"^def (\w+)", cell.source, re.M))
+            for cell in nb.cells:
+                meta = cell.metadata.get("nbgrader", {})
+                if not meta.get("grade") or meta.get("solution"):
+                    continue
+                for line in cell.source.split("\n"):
+                    m = re.match(r"^\s*[\w, ()]+? = (\w+)\(", line)
+                    if m and m.group(1) in exercises:
+                        unwrapped.append(f"{path.name} {meta['grade_id']}: {line.strip()}")
+    assert unwrapped == []
