@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("lessons", nargs="*", help="lesson folders (default: all), or `grading`")
     p.add_argument("--student", action="store_true", help="run the student versions in notebooks/ instead")
     p.add_argument("--class", dest="size", type=int, default=30, help="bench grading: submissions (default 30)")
-    p.add_argument("--lesson", default=None, help="bench grading: the lesson (default: the first)")
+    p.add_argument("--lesson", default=None, help="bench grading: the lesson (default: the built-in example "
+                                                  "lesson, which measures grading itself)")
     p.add_argument("--workers", type=int, default=None, help="bench grading: workers (default: one per core)")
     p.add_argument("--sample", type=int, default=5, help="bench grading: submissions also graded unsandboxed")
     p = sub.add_parser("wrong", help="run each exercise's tests against the lesson's wrong solutions "
@@ -207,8 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.lessons == ["grading"]:
         from course.bench_grading import bench_grading, report
 
-        lesson = _lessons([args.lesson])[0] if args.lesson else None
-        print(report(bench_grading(args.size, lesson, args.workers, args.sample)))
+        try:
+            print(report(bench_grading(args.size, args.lesson, args.workers, args.sample)))
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
         return 0
     from course.bench import bench
 

@@ -1,6 +1,8 @@
 """`python -m course bench grading --class 30`: how fast a class is graded, and what the sandbox costs.
 
-In a temporary copy of the course, the lesson (default: the first) is released and a class of ``--class``
+In a temporary copy of the course, the lesson is released (default: the example lesson of
+course/fakeclass.py, which runs in about a second, so that the figures are those of grading itself: kernel
+start, sandbox, guard; ``--lesson 01_objective`` gives a real lesson's) and a class of ``--class``
 submissions is generated (course/fakeclass.py: correct, partly correct, blank and attacking ones in turn).
 The class is graded three times with `grade_class`, as `python -m course autograde` grades it:
 
@@ -54,16 +56,21 @@ def bench_grading(size: int = 30, lesson: str | None = None, workers: int | None
 
     from course import nbgrader
     from course.autograde import default_workers, grade_class, open_gradebook
-    from course.fakeclass import generate_class
+    from course.fakeclass import EXAMPLE, generate_class, write_example_lesson
 
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"--class must be a positive number of submissions, got {size!r}")
-    lesson = lesson or lessons(root)[0]
+    lesson = lesson or EXAMPLE
+    if lesson != EXAMPLE and lesson not in lessons(root):
+        raise ValueError(f"no lesson {lesson!r}; lessons are {', '.join(lessons(root))} (or {EXAMPLE})")
     workers = workers or default_workers()
     tmp = Path(tempfile.mkdtemp(prefix="lmlab-bench-grading-"))
     try:
-        for name in ("assessments", "notebooks"):
-            shutil.copytree(Path(root) / name / lesson, tmp / name / lesson)
+        if lesson == EXAMPLE:
+            write_example_lesson(tmp)
+        else:
+            for name in ("assessments", "notebooks"):
+                shutil.copytree(Path(root) / name / lesson, tmp / name / lesson)
         (tmp / "course").mkdir()
         for path in (Path(root) / "course").glob("*.py"):
             shutil.copy(path, tmp / "course" / path.name)

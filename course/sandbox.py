@@ -170,6 +170,9 @@ class SandboxKernelManager(AsyncKernelManager):
         self.cgroups: list[Path] = []
         self.connection_file = str(self.box / "run" / "kernel.json")
         self.ip = str(self.box / "run" / "ipc")
+        key_file = self.box / "run" / "guard.key"  # read and deleted by the kernel before any notebook code
+        key_file.touch(mode=0o600)
+        key_file.write_text(self.guard_key)
         env = {k: v for k, v in (kw.pop("env", None) or os.environ).items()}
         kernel_env = {k: env[k] for k in KEPT_VARIABLES if k in env}
         limits = self._limits()
@@ -177,7 +180,7 @@ class SandboxKernelManager(AsyncKernelManager):
             limits["processes"] = self.processes + _tasks_of_this_user()
         kernel_env.update(
             PATH=os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
-            LMLAB_GUARD_KEY=self.guard_key,
+            LMLAB_GUARD_KEY_FILE=str(key_file),
             LMLAB_SANDBOX_LIMITS=json.dumps(limits),
             LMLAB_SANDBOX_SUBMISSION="/sandbox/submission" if self.sandboxed else str(self.box / "submission"),
             LMLAB_SANDBOX_WORK="/sandbox/work" if self.sandboxed else str(self.box / "work"),

@@ -7,10 +7,12 @@ sandbox (``course/sandbox.py`` runs the kernel in one); it makes the common atta
 - applies the resource limits in ``LMLAB_SANDBOX_LIMITS`` (JSON: ``memory_bytes`` for ``RLIMIT_DATA``,
   ``file_bytes`` for ``RLIMIT_FSIZE``, ``processes`` for ``RLIMIT_NPROC``, ``open_files``);
 - copies the submission's files from ``LMLAB_SANDBOX_SUBMISSION`` into ``LMLAB_SANDBOX_WORK`` and works there;
-- takes the key in ``LMLAB_GUARD_KEY`` out of the environment, and
-- imports the modules tests use and takes a snapshot of what tests rely on: ``builtins``, ``math``,
-  ``operator``, ``numpy``'s and ``torch``'s comparison functions, ``torch.Tensor``'s comparison methods,
-  ``lmlab.grading``, ``sys`` hooks (``excepthook``, ``displayhook``, streams, trace and profile functions),
+- reads the key from the file named in ``LMLAB_GUARD_KEY_FILE`` and deletes the file (a key in the
+  environment could be read back from ``/proc/self/environ``), and
+- imports the modules tests use and takes a snapshot of what tests rely on: ``builtins``; the functions,
+  classes and submodules of ``math``, ``operator``, ``numpy``, ``torch`` (with ``torch.nn.functional``,
+  ``torch.linalg``, ...) and of every ``lmlab`` module, which tests use as references; the methods of
+  ``torch.Tensor``, ``torch.nn.Module`` and of every class defined in ``lmlab``; ``sys`` hooks (``excepthook``, ``displayhook``, streams, trace and profile functions),
   the SIGINT handler, torch's function-mode stack, and the IPython shell's hooks (custom exception
   handler, input and AST transformers, event callbacks, methods and the classes they come from).
 
@@ -39,7 +41,7 @@ from typing import Any
 __all__ = ["KernelGuard", "apply_limits", "main"]
 
 LIMITS_VARIABLE = "LMLAB_SANDBOX_LIMITS"
-KEY_VARIABLE = "LMLAB_GUARD_KEY"
+KEY_VARIABLE = "LMLAB_GUARD_KEY_FILE"
 
 # builtins IPython itself sets and changes while it runs a cell
 _IPYTHON_BUILTINS = frozenset({"_", "__", "___", "exit", "quit", "get_ipython", "display", "__IPYTHON__"})
@@ -55,21 +57,13 @@ _SHELL_HOOKS = (
 _SHELL_LISTS = ("input_transformers_post", "ast_transformers")
 _TRANSFORMER_LISTS = ("cleanup_transforms", "line_transforms", "token_transformers")
 _SYS_HOOKS = ("excepthook", "displayhook", "breakpointhook", "unraisablehook", "stdout", "stderr", "stdin")
-# module attributes the tests use: whole modules (None) or the names listed
-_MODULES: dict[str, tuple[str, ...] | None] = {
-    "math": None,
-    "operator": None,
-    "numpy": ("allclose", "isclose", "array_equal", "all", "any", "abs", "asarray", "array", "isfinite", "isnan"),
-    "numpy.testing": ("assert_allclose", "assert_array_equal", "assert_equal"),
-    "torch": ("allclose", "isclose", "equal", "all", "any", "abs", "isfinite", "isnan", "is_tensor", "tensor",
-              "as_tensor", "is_floating_point"),
-    "torch.testing": ("assert_close",),
-    "lmlab.grading": None,
-}
-_TENSOR_METHODS = ("__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__bool__", "__float__",
-                   "__int__", "__index__", "__len__", "__abs__", "__sub__", "__rsub__", "__torch_function__",
-                   "allclose", "isclose", "equal", "item", "tolist", "abs", "all", "any", "sum", "max", "min",
-                   "dim", "size", "float", "double", "isnan", "isfinite")
+# modules whose functions, classes and submodules tests use (every lmlab module is added to these);
+# an attribute that holds plain data is not compared (modules keep caches and settings there)
+_MODULES = ("math", "operator", "functools", "numpy", "numpy.linalg", "numpy.testing", "torch", "torch.nn",
+            "torch.nn.functional", "torch.special", "torch.linalg", "torch.testing", "torch.distributions")
+# classes whose methods tests use, beside every class defined in lmlab
+_CLASSES = (("torch", "Tensor"), ("torch.nn", "Module"), ("torch.nn", "Parameter"), ("torch.nn", "Linear"),
+            ("torch.nn", "Embedding"), ("torch.nn", "LayerNorm"), ("numpy", "ndarray"))
 
 
 def apply_limits(limits: dict[str, int]) -> None:
@@ -116,24 +110,39 @@ class KernelGuard:
     def snapshot(cls, shell: Any, key: bytes) -> None:
         """Record the trusted state; ``shell`` is the IPython shell (None outside a kernel)."""
         import importlib
+        import pkgutil
+        import types
 
+        names = list(_MODULES)
+        try:
+            import lmlab
+
+            names += [m.name for m in pkgutil.walk_packages(lmlab.__path__, "lmlab.")
+                      if not m.name.endswith("__main__") and m.name != __name__]
+        except ImportError:
+            pass
         modules = {}
-        for name, attrs in _MODULES.items():
+        for name in names:
             try:
                 module = importlib.import_module(name)
-            except ImportError:
+            except Exception:  # noqa: BLE001 -- a module that cannot be imported here cannot be used by a test
                 continue
-            names = attrs if attrs is not None else tuple(vars(module))
-            modules[name] = (module, {a: getattr(module, a) for a in names if hasattr(module, a)})
-        tensor = {}
-        if "torch" in modules:
-            torch = modules["torch"][0]
-            tensor = {a: torch.Tensor.__dict__[a] for a in _TENSOR_METHODS if a in torch.Tensor.__dict__}
+            modules[name] = (module, {k: v for k, v in vars(module).items()
+                                      if _is_code(v) or isinstance(v, types.ModuleType)})
+        classes = []
+        for module_name, class_name in _CLASSES:
+            c = getattr(sys.modules.get(module_name), class_name, None)
+            if isinstance(c, type):
+                classes.append(c)
+        for name, (module, attrs) in modules.items():
+            if name.startswith("lmlab"):
+                classes += [v for v in attrs.values() if isinstance(v, type) and v.__module__ == name]
+        classes = [c for i, c in enumerate(classes) if c not in classes[:i]]
         state: dict[str, Any] = {
             "builtins": dict(vars(builtins)),
             "modules": modules,
             "sys_modules": {name: sys.modules[name] for name in modules},
-            "tensor": tensor,
+            "library_classes": [(c, {k: v for k, v in vars(c).items() if _is_code(v)}) for c in classes],
             "sys": {a: getattr(sys, a) for a in _SYS_HOOKS if hasattr(sys, a)},
             # while a request runs, ipykernel sets Python's own handler (and its idle one in between)
             "sigint": signal.default_int_handler,
@@ -194,16 +203,13 @@ class KernelGuard:
                 changes.append(f"sys.modules[{name!r}]")
                 sys.modules[name] = module
         for name, (module, attrs) in state["modules"].items():
+            live = vars(module)
             for key, value in attrs.items():
-                if getattr(module, key, None) is not value:
+                if live.get(key) is not value:
                     changes.append(f"{name}.{key}")
-                    setattr(module, key, value)
-        if state["tensor"]:
-            tensor = state["modules"]["torch"][0].Tensor
-            for key, value in state["tensor"].items():
-                if tensor.__dict__.get(key) is not value:
-                    changes.append(f"torch.Tensor.{key}")
-                    setattr(tensor, key, value)
+                    live[key] = value
+        changes += cls._repair_classes(state["library_classes"])
+        if "torch" in state["modules"]:
             changes += cls._repair_torch_modes(state["modules"]["torch"][0])
         for key, value in state["sys"].items():
             if getattr(sys, key) is not value:
@@ -224,6 +230,21 @@ class KernelGuard:
         return changes
 
     @staticmethod
+    def _repair_classes(snapshots: list[tuple[type, dict[str, Any]]]) -> list[str]:
+        """Put back the methods of each class; remove methods added since (they may shadow a base's)."""
+        changes = []
+        for c, snap in snapshots:
+            live = vars(c)
+            for key, value in snap.items():
+                if live.get(key) is not value:
+                    changes.append(f"{c.__module__}.{c.__qualname__}.{key}")
+                    type.__setattr__(c, key, value)
+            for key in [k for k, v in live.items() if k not in snap and _is_code(v)]:
+                changes.append(f"{c.__module__}.{c.__qualname__}.{key} (added)")
+                type.__delattr__(c, key)
+        return changes
+
+    @staticmethod
     def _repair_torch_modes(torch: Any) -> list[str]:
         changes = []
         c = torch._C
@@ -237,16 +258,7 @@ class KernelGuard:
 
     @classmethod
     def _repair_shell(cls, shell: Any, state: dict[str, Any]) -> list[str]:
-        changes = []
-        for c, snap in state["classes"]:
-            live = vars(c)
-            for key, value in snap.items():
-                if live.get(key) is not value:
-                    changes.append(f"{c.__name__}.{key}")
-                    type.__setattr__(c, key, value)
-            for key in [k for k, v in live.items() if k not in snap and _is_code(v)]:
-                changes.append(f"{c.__name__}.{key} (added)")
-                type.__delattr__(c, key)
+        changes = cls._repair_classes(state["classes"])
         for obj, own in state["instances"]:
             for key in [k for k, v in vars(obj).items() if k not in own and callable(v)]:
                 if any(key in vars(c) for c in type(obj).__mro__):
@@ -363,9 +375,14 @@ def main(argv: list[str] | None = None) -> None:
     raw = os.environ.pop(LIMITS_VARIABLE, "")
     if raw:
         apply_limits(json.loads(raw))
-    key = os.environ.pop(KEY_VARIABLE, "").encode()
-    if not key:
+    key_file = os.environ.pop(KEY_VARIABLE, "")
+    if not key_file:
         raise SystemExit(f"{KEY_VARIABLE} is not set: the grader sets it when it starts the kernel")
+    with open(key_file, "rb") as f:
+        key = f.read().strip()
+    os.unlink(key_file)
+    if not key:
+        raise SystemExit(f"the key file {key_file} is empty")
     _enter_work_folder()
     if sys.path and sys.path[0] in ("", os.getcwd()):
         del sys.path[0]

@@ -98,6 +98,13 @@ ATTACKS = {
                               + "', os.path.expanduser('~/PWNED-" + TAG + "'), '/work/PWNED-" + TAG + "']:\n"
                               "    try:\n        open(path, 'w').write('x')\n    except OSError:\n        pass"
                               + WRONG_MEAN),
+    "forge_guard": ("mean", "import os, lmlab.kernelguard as kg\n"
+                            "environ = open('/proc/self/environ', 'rb').read().split(b'\\0')\n"
+                            "for entry in environ:\n    if entry.startswith(b'LMLAB_GUARD_KEY_FILE='):\n"
+                            "        try:\n            print(open(entry.split(b'=', 1)[1]).read())\n"
+                            "        except OSError:\n            pass\n"
+                            "kg.KernelGuard.verify = classmethod(lambda cls, nonce: 'forged')\n"
+                            "kg.KernelGuard.restore = classmethod(lambda cls, nonce: 'forged')" + WRONG_MEAN),
     "hidden_marker_comment": ("mean", "# ### BEGIN HIDDEN TESTS (a student's comment)" + WRONG_MEAN),
 }
 # attacks that stop the kernel or its cell: the cells after them may lose their points too

@@ -278,3 +278,30 @@ def test_every_lesson_test_wraps_calls_of_the_student_function_in_exact():
                     if m and m.group(1) in exercises:
                         unwrapped.append(f"{path.name} {meta['grade_id']}: {line.strip()}")
     assert unwrapped == []
+
+
+def test_guard_puts_back_the_reference_functions_tests_compare_with():
+    """A test computes its expected value with the library (lmlab.generation.greedy, F.cross_entropy, a
+    GPT's forward): a submission that swaps those for its own function must not make them agree."""
+    import torch.nn.functional as F
+
+    import lmlab.generation as generation
+    from lmlab.models import GPT
+
+    KernelGuard.snapshot(None, b"key")
+    saved = generation.greedy, F.cross_entropy, GPT.forward
+    try:
+        generation.greedy = lambda *a, **k: [0]
+        F.cross_entropy = lambda *a, **k: torch.tensor(0.0)
+        GPT.forward = lambda self, *a, **k: None
+        torch.Tensor.allclose = lambda *a, **k: True  # shadows the C method of TensorBase
+        changes = check_answer(KernelGuard.restore("r"), b"key", "restore", "r")
+    finally:
+        if "allclose" in vars(torch.Tensor):
+            del torch.Tensor.allclose
+        generation.greedy, F.cross_entropy, GPT.forward = saved
+    assert generation.greedy is saved[0] and F.cross_entropy is saved[1] and GPT.forward is saved[2]
+    for what in ("lmlab.generation.greedy", "torch.nn.functional.cross_entropy", "lmlab.models.gpt.GPT.forward",
+                 "torch.Tensor.allclose (added)"):
+        assert what in changes, (what, changes)
+    assert check_answer(KernelGuard.verify("v"), b"key", "verify", "v") == []
