@@ -12,9 +12,10 @@ sandbox (``course/sandbox.py`` runs the kernel in one); it makes the common atta
 - imports the modules tests use and takes a snapshot of what tests rely on: ``builtins``; the functions,
   classes and submodules of ``math``, ``operator``, ``numpy``, ``torch`` (with ``torch.nn.functional``,
   ``torch.linalg``, ...) and of every ``lmlab`` module, which tests use as references; the methods of
-  ``torch.Tensor``, ``torch.nn.Module`` and of every class defined in ``lmlab``; ``sys`` hooks (``excepthook``, ``displayhook``, streams, trace and profile functions),
-  the SIGINT handler, torch's function-mode stack, and the IPython shell's hooks (custom exception
-  handler, input and AST transformers, event callbacks, methods and the classes they come from).
+  ``torch.Tensor``, ``torch.nn.Module`` and of every class defined in ``lmlab``; ``sys`` hooks
+  (``excepthook``, ``displayhook``, streams, trace and profile functions), the SIGINT handler, torch's
+  function-mode stack, and the IPython shell's hooks (custom exception handler, input and AST
+  transformers, event callbacks, methods and the classes they come from).
 
 While a test cell runs, torch's ``__torch_function__`` dispatch of Tensor subclasses is off, so a
 subclass cannot answer ``torch.allclose`` or ``torch.equal`` with what it likes.
@@ -134,7 +135,7 @@ class KernelGuard:
             c = getattr(sys.modules.get(module_name), class_name, None)
             if isinstance(c, type):
                 classes.append(c)
-        for name, (module, attrs) in modules.items():
+        for name, (_, attrs) in modules.items():
             if name.startswith("lmlab"):
                 classes += [v for v in attrs.values() if isinstance(v, type) and v.__module__ == name]
         classes = [c for i, c in enumerate(classes) if c not in classes[:i]]

@@ -9,3 +9,14 @@ torch.set_num_threads(2)
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items) -> None:
+    """Each lesson's pipeline tests share module fixtures (a released course, a graded class): under
+    pytest-xdist with --dist loadgroup they go to one process, so those fixtures are built once. Runs
+    before xdist's own hook, which reads the xdist_group marks."""
+    for item in items:
+        spec = getattr(item, "callspec", None)
+        if spec is not None and "tree" in spec.params:
+            item.add_marker(pytest.mark.xdist_group(f"lesson-{spec.params['tree']}"))

@@ -67,7 +67,8 @@ class Tree:
 
 
 # each lesson's tests share its fixtures: under pytest-xdist (--dist loadgroup) they run in one process
-@pytest.fixture(scope="module", params=[pytest.param(x, marks=pytest.mark.xdist_group(x)) for x in LESSONS])
+# (tests/conftest.py marks them by lesson)
+@pytest.fixture(scope="module", params=LESSONS)
 def tree(request, tmp_path_factory, home) -> Tree:
     root = tmp_path_factory.mktemp(f"course-{request.param}")
     if request.param == EXAMPLE:
