@@ -96,7 +96,7 @@ def _trusted_code(f: Any) -> bool:
     if code is None:
         return False
     filename = code.co_filename
-    roots = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, os.path.dirname(os.path.dirname(__file__)))}
+    roots = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, os.path.dirname(__file__))}  # lmlab
     return os.path.isfile(filename) and any(os.path.realpath(filename).startswith(r + os.sep) for r in roots)
 
 
@@ -206,9 +206,16 @@ class KernelGuard:
         for name, (module, attrs) in state["modules"].items():
             live = vars(module)
             for key, value in attrs.items():
-                if live.get(key) is not value:
-                    changes.append(f"{name}.{key}")
-                    live[key] = value
+                new = live.get(key)
+                if new is value:
+                    continue
+                if getattr(new, "__wrapped__", None) is value and _trusted_code(new):
+                    # a library wrapping its own function, from an installed file: importing torch._dynamo
+                    # replaces torch.manual_seed by a wrapper of it
+                    attrs[key] = new
+                    continue
+                changes.append(f"{name}.{key}")
+                live[key] = value
         changes += cls._repair_classes(state["library_classes"])
         if "torch" in state["modules"]:
             changes += cls._repair_torch_modes(state["modules"]["torch"][0])

@@ -305,3 +305,27 @@ def test_guard_puts_back_the_reference_functions_tests_compare_with():
                  "torch.Tensor.allclose (added)"):
         assert what in changes, (what, changes)
     assert check_answer(KernelGuard.verify("v"), b"key", "verify", "v") == []
+
+
+def test_guard_accepts_a_library_wrapping_its_own_function_but_not_a_notebook_wrapper():
+    """Importing torch._dynamo replaces torch.manual_seed by a wrapper of it (an installed file's code); a
+    notebook's own wrapper of the same function is tampering."""
+    import functools
+
+    KernelGuard.snapshot(None, b"key")
+    real = torch.manual_seed
+    try:
+        @functools.wraps(real)
+        def cheat(seed):
+            return real(0)
+
+        torch.manual_seed = cheat
+        changes = check_answer(KernelGuard.restore("a"), b"key", "restore", "a")
+        assert "torch.manual_seed" in changes and torch.manual_seed is real
+        import importlib
+
+        dynamo = importlib.import_module("torch._dynamo")  # wraps torch.manual_seed when first imported
+        torch.manual_seed = dynamo.disable(real)
+        assert check_answer(KernelGuard.restore("b"), b"key", "restore", "b") == []
+    finally:
+        torch.manual_seed = real
