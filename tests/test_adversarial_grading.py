@@ -27,7 +27,8 @@ from course.autograde import grade_class, summary
 from course.feedback import hidden_lines
 from course.sandbox import probe_bwrap
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("adversarial"),
+# grading the class (the first test's fixture) takes about 4 minutes alone, longer beside other tests
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("adversarial"), pytest.mark.timeout(1800),
               pytest.mark.skipif(probe_bwrap() is not None, reason=f"no sandbox: {probe_bwrap()}")]
 
 WRONG_MEAN = "\n\ndef mean(xs):\n    return 0.0\n"

@@ -9,7 +9,8 @@ from course.bench_grading import bench_grading, report
 from course.fakeclass import ATTACKS
 from course.sandbox import probe_bwrap
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(probe_bwrap() is not None, reason="no sandbox")]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200),
+              pytest.mark.skipif(probe_bwrap() is not None, reason="no sandbox")]
 
 
 def test_bench_grading_grades_a_generated_class_and_reports():
