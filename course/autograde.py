@@ -3,9 +3,10 @@
 The unit of work is one submission: ``nbgrader autograde LESSON --student ID --force`` in its own process
 group, with a wall-clock limit. Its kernel runs in the sandbox of ``course/sandbox.py`` with the guard of
 ``course/execute.py``; the gradebook (sqlite) is shared, and each process writes only its student's rows.
-Before a submission runs, the preflight (``course/preflight.py``) reports what the student changed that
-grading overrides. The class summary is printed and written to
-``course/grading/autograde-LESSON.json``.
+Before the first submission, the lesson's source runs once to make the reference results
+(``course/reference.py``) that every test's results are compared with. Before a submission runs, the
+preflight (``course/preflight.py``) reports what the student changed that grading overrides. The class
+summary is printed and written to ``course/grading/autograde-LESSON.json``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from traitlets.config import Configurable
 
 from course import GRADING, ROOT, lesson_notebooks
 from course.preflight import preflight_submission
+from course.reference import reference
 from course.sandbox import UNSAFE_VARIABLE, probe_bwrap
 
 SUBMISSION_SECONDS = 600  # a lesson grades in <= 45 s; a submission still running after this is stopped
@@ -138,6 +140,10 @@ def grade_class(lesson: str, *, root: Path = ROOT, workers: int | None = None, s
         raise SystemExit(f"no submissions of {lesson} in {GRADING}/submitted/: run `python -m course collect {lesson}`")
     # each kernel's torch uses its share of the cores, so that workers do not fight over them
     env.setdefault("OMP_NUM_THREADS", str(max(1, default_workers() // workers)))
+    try:  # the instructor's results, which every submission's are compared with (made once, then read)
+        reference(lesson, root, env)
+    except RuntimeError as err:
+        raise SystemExit(f"refusing to grade: {err}") from None
     sources = {p.stem: p for p in lesson_notebooks(lesson, root)}
     released = {p.stem: p for p in lesson_notebooks(lesson, root, "notebooks")}
     checks = {s: preflight_submission(root / GRADING / "submitted" / s / lesson, s, sources, released,

@@ -4,7 +4,8 @@ In a temporary copy of the course, the lesson is released (default: the example 
 course/fakeclass.py, which runs in about a second, so that the figures are those of grading itself: kernel
 start, sandbox, guard; ``--lesson 01_objective`` gives a real lesson's) and a class of ``--class``
 submissions is generated (course/fakeclass.py: correct, partly correct, blank and attacking ones in turn).
-The class is graded three times with `grade_class`, as `python -m course autograde` grades it:
+The reference results (``course/reference.py``) are made first, once, and timed apart. The class is
+graded three times with `grade_class`, as `python -m course autograde` grades it:
 
 1. serially (one worker), sandboxed;
 2. with ``--workers`` at once (default: one per core), sandboxed: the named peer of (1);
@@ -57,6 +58,7 @@ def bench_grading(size: int = 30, lesson: str | None = None, workers: int | None
     from course import nbgrader
     from course.autograde import default_workers, grade_class, open_gradebook
     from course.fakeclass import EXAMPLE, generate_class, write_example_lesson
+    from course.reference import reference
 
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"--class must be a positive number of submissions, got {size!r}")
@@ -84,6 +86,9 @@ def bench_grading(size: int = 30, lesson: str | None = None, workers: int | None
             folder.mkdir(parents=True)
             for name, nb in notebooks.items():
                 nbformat.write(nb, folder / f"{name}.ipynb")
+        start = time.perf_counter()
+        reference(lesson, tmp, env)  # once per lesson, before any submission: kept out of the rates below
+        reference_seconds = time.perf_counter() - start
         runs = {}
         for label, kwargs in (("serial", {"workers": 1}), ("parallel", {"workers": workers})):
             start = time.perf_counter()
@@ -107,6 +112,7 @@ def bench_grading(size: int = 30, lesson: str | None = None, workers: int | None
         "lesson": lesson, "size": size, "workers": workers, "cpu": _cpu(), "cores": default_workers(),
         "serial_per_min": 60 * size / runs["serial"]["seconds"],
         "parallel_per_min": 60 * size / runs["parallel"]["seconds"],
+        "reference_seconds": reference_seconds,
         "serial_seconds": runs["serial"]["seconds"], "parallel_seconds": runs["parallel"]["seconds"],
         "sandboxed_mean": statistics.fmean(sandboxed) if sandboxed else None,
         "unsafe_mean": statistics.fmean(unsafe.values()) if unsafe else None,
@@ -124,6 +130,7 @@ def report(r: dict) -> str:
         f"  serial (1 worker, sandboxed):   {r['serial_seconds']:7.1f} s  {r['serial_per_min']:6.2f} submissions/min",
         f"  {r['workers']} workers (sandboxed):         {r['parallel_seconds']:7.1f} s  "
         f"{r['parallel_per_min']:6.2f} submissions/min  = {r['parallel_per_min'] / r['serial_per_min']:.2f}x serial",
+        f"  reference results (once per lesson, before grading, not in the rates): {r['reference_seconds']:.1f} s",
     ]
     if r["unsafe_mean"] is not None:
         over = r["sandboxed_mean"] - r["unsafe_mean"]

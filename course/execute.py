@@ -7,6 +7,10 @@
   nothing and the guard answered clean both times; otherwise it gets an error output, which nbgrader
   scores 0. Its ``execute_result`` outputs become ``display_data``: nbgrader would read a number there as
   partial credit, and test cells are scored by whether they raised, nothing else.
+- A test cell's results, sent as plain data by ``lmlab.grading`` (``reported``, ``expect_equal``,
+  ``expect_close``), are taken out of its outputs and compared here, in the grader's process, with the
+  instructor's solution's results on the same test (``course/reference.py``): a test whose results are
+  missing, extra or different gets an error output too, whatever the kernel said.
 - Test cells are not stored in the kernel's history (``In``, ``_ih``), so later cells cannot print them.
 - Outputs are capped in bytes: per cell (``max_cell_output_bytes``) and per notebook; errors stay.
 - A kernel that died (``os._exit``, the memory limit) or stops answering after a timeout is stopped; the
@@ -25,9 +29,10 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbclient.util import ensure_async, run_sync
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute
-from traitlets import Integer
+from traitlets import Bool, Integer, Unicode
 
 from course.sandbox import SandboxKernelManager
+from lmlab.grading import RESULT_MIME, compare_results
 from lmlab.kernelguard import check_answer, expression
 
 
@@ -47,6 +52,9 @@ class SafeExecute(Execute):
     max_notebook_output_bytes = Integer(8 << 20, help="bytes of output a notebook keeps").tag(config=True)
     guard_timeout = Integer(20, help="seconds the guard may take to answer before and after a test cell").tag(
         config=True)
+    compare_results = Bool(True, help="compare the results test cells send with the instructor's solution's, "
+                                      "in the grader's process (course/reference.py)").tag(config=True)
+    course_root = Unicode("", help="the course's root folder, where the lesson sources are").tag(config=True)
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("kernel_manager_class", SandboxKernelManager)
@@ -62,10 +70,28 @@ class SafeExecute(Execute):
         self._stopped, self._notebook_bytes = "", 0
         return km
 
+    def preprocess(self, nb, resources=None, km=None):  # noqa: ANN001, ANN201
+        self._reference: dict[str, list[dict]] | None = None
+        info = (resources or {}).get("nbgrader", {})
+        if self.compare_results and self.course_root and info.get("assignment") and info.get("notebook"):
+            from pathlib import Path
+
+            from course.reference import reference
+
+            lesson = reference(info["assignment"], Path(self.course_root))
+            self._reference = lesson.get(info["notebook"])
+            if self._reference is None:
+                self.log.warning("no reference results for %s/%s", info["assignment"], info["notebook"])
+        return super().preprocess(nb, resources, km)
+
     # -- outputs --------------------------------------------------------------------------------------
 
     def output(self, outs, msg, display_id, cell_index):  # noqa: ANN001, ANN201
         kind, content = msg["msg_type"], msg["content"]
+        if kind in ("display_data", "update_display_data") and RESULT_MIME in content.get("data", {}):
+            if getattr(self, "_in_test", False):  # a test cell's result: for the grader, not the feedback
+                self._results.append(content["data"][RESULT_MIME])
+            return None
         if kind == "error":
             content["traceback"] = [line[:4000] for line in content.get("traceback", [])[-40:]]
             content["evalue"] = str(content.get("evalue", ""))[:4000]
@@ -132,6 +158,7 @@ class SafeExecute(Execute):
         is_test = bool(cell.metadata.get("nbgrader", {}).get("grade")) and not cell.metadata["nbgrader"].get(
             "solution")
         self._cell_bytes, self._cut, self._reply = 0, False, None
+        self._in_test, self._results = is_test, []
         if is_test:
             before = await self._guard("restore")
             if before is None:
@@ -167,6 +194,11 @@ class SafeExecute(Execute):
                                                             f"changed: {', '.join(sorted(set(after))[:12])}"))
         elif status != "ok" and not any(o.output_type == "error" for o in cell.outputs):
             cell.outputs.append(_error("TestFailed", f"the test did not finish (status {status})"))
+        elif status == "ok" and getattr(self, "_reference", None) is not None:
+            grade_id = cell.metadata["nbgrader"].get("grade_id")
+            why = compare_results(self._results, self._reference.get(grade_id, []))
+            if why:
+                cell.outputs.append(_error("ResultMismatch", f"the grader compared this test's results itself: {why}"))
         return cell
 
     # NotebookClient binds its synchronous wrapper to its own coroutine; bind it to this one

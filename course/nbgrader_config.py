@@ -74,6 +74,10 @@ c.SandboxKernelManager.work_bytes = 512 << 20        # its working folder and /t
 c.SafeExecute.max_cell_output_bytes = 1 << 20        # output a cell keeps (errors always stay)
 c.SafeExecute.max_notebook_output_bytes = 8 << 20
 c.SafeExecute.guard_timeout = 20                     # seconds for the guard's answer around a test cell
+# Each test cell's results (lmlab.grading.reported, expect_equal, expect_close) are compared in the grader's
+# process with the instructor's solution's, from a run of the source notebook (course/reference.py).
+c.SafeExecute.compare_results = True
+c.SafeExecute.course_root = str(ROOT)
 # The class: deadlines flag late submissions when collecting (`python -m course collect LESSON EXPORTS`),
 # e.g. {"01_objective": "2026-10-09 23:59"} (UTC, or ISO 8601 with an offset); a submission still
 # running after submission_timeout seconds is stopped.

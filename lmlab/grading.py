@@ -37,6 +37,15 @@ plain data of exact built-in types (:func:`plain`) with functions captured when 
     expect_close(mean([1, 2, 3]), 2.0)              # a float (or int) within rel 1e-9 of 2.0
     expect_close(cross_entropy(z, y), ref, rel=1e-5)  # a torch.Tensor of ref's shape and dtype
     expect_equal(answer_q1, "C")                    # exactly the str "C"
+
+Compared outside the kernel: a test cell runs in the kernel that ran the student's code, so a student's
+function can still reach into it (rebind a name of the test cell through its caller's frame, say). When
+``nbgrader autograde`` runs a notebook, :func:`expect_equal`, :func:`expect_close` and :func:`reported` also
+send the student's result, as plain data, to the grader, which compares it with the result of the
+instructor's solution on the same test (``course/reference.py``, ``course/execute.py``), in its own
+process. A test whose results are missing, extra or different scores 0::
+
+    _out = reported(greedy_decode(model, prompt, 5))   # exact(), and the grader compares it too
 """
 
 from __future__ import annotations
@@ -54,6 +63,11 @@ from torch.overrides import TorchFunctionMode
 
 __all__ = [
     "exact",
+    "reported",
+    "RESULT_MIME",
+    "encode_plain",
+    "decode_plain",
+    "compare_results",
     "expect_equal",
     "expect_close",
     "plain",
@@ -75,6 +89,13 @@ _isclose = __import__("math").isclose
 _Tensor, _tolist, _shape = torch.Tensor, torch.Tensor.tolist, torch.Tensor.size
 _detach, _cpu = torch.Tensor.detach, torch.Tensor.cpu
 _PLAIN_SCALARS = (int, float, str, bool, type(None), bytes)
+_environ_get, _hex = os.environ.get, float.hex
+try:  # the kernel's display channel, as it is before any notebook code runs
+    from IPython.core.display_functions import publish_display_data as _publish
+except ImportError:  # pragma: no cover -- IPython is a dependency of the course, not of the library
+    _publish = None
+
+RESULT_MIME = "application/vnd.lmlab.result+json"  # a test's result on its way to the grader
 
 
 def plain(value: Any, what: str = "the result") -> Any:
@@ -124,6 +145,140 @@ def exact(value: Any, what: str = "the result") -> Any:
     return value
 
 
+def encode_plain(value: Any) -> Any:
+    """Plain data (see :func:`plain`) as JSON that keeps every type: ``["i", 3]``, ``["f", "0x1.8p+1"]`` (a
+    float as ``float.hex``, so exact, NaN and infinities included), ``["s", ...]``, ``["b", true]``,
+    ``["n"]``, ``["y", hex]`` (bytes), ``["l", [...]]``, ``["t", [...]]``, ``["d", {...}]``."""
+    t = _type(value)
+    if t is _bool:
+        return ["b", value]
+    if t is _int:
+        return ["i", value]
+    if t is _float:
+        return ["f", _hex(value)]
+    if t is _str:
+        return ["s", value]
+    if value is None:
+        return ["n"]
+    if t is bytes:
+        return ["y", value.hex()]
+    if t is _list or t is _tuple:
+        return ["l" if t is _list else "t", [encode_plain(v) for v in value]]
+    if t is _dict:
+        return ["d", {k: encode_plain(v) for k, v in _dict.items(value)}]
+    raise TypeError(f"encode_plain takes plain data (see plain()), got {t.__name__}")
+
+
+def decode_plain(data: Any) -> Any:
+    """The plain data that :func:`encode_plain` wrote; a TypeError for anything it could not have written."""
+    if not isinstance(data, list) or not data or data[0] not in ("b", "i", "f", "s", "n", "y", "l", "t", "d"):
+        raise TypeError(f"not encoded plain data: {str(data)[:80]}")
+    tag, rest = data[0], data[1:]
+    if tag == "n":
+        return None
+    if len(rest) != 1:
+        raise TypeError(f"not encoded plain data: {str(data)[:80]}")
+    (body,) = rest
+    kinds = {"b": bool, "i": int, "f": str, "s": str, "y": str, "l": list, "t": list, "d": dict}
+    if type(body) is not kinds[tag]:
+        raise TypeError(f"not encoded plain data: {str(data)[:80]}")
+    if tag == "f":
+        return float.fromhex(body)
+    if tag == "y":
+        return bytes.fromhex(body)
+    if tag in ("l", "t"):
+        items = [decode_plain(v) for v in body]
+        return items if tag == "l" else tuple(items)
+    if tag == "d":
+        return {str(k): decode_plain(v) for k, v in body.items()}
+    return body
+
+
+def _send(value: Any, kind: str, rel: float, abs: float, what: str) -> None:
+    """Send a test's result (plain data) to the grader, while ``nbgrader autograde`` runs the notebook."""
+    if _publish is None or _environ_get("NBGRADER_EXECUTION") != "autograde":
+        return
+    record = {"value": encode_plain(value), "kind": kind, "rel": _float(rel), "abs": _float(abs), "what": _str(what)}
+    _publish({RESULT_MIME: record, "text/plain": f"<{what}: sent to the grader>"})
+
+
+def reported(value: Any, what: str = "the result", *, rel: float = 1e-5, abs: float = 1e-8) -> Any:
+    """``value`` itself, once :func:`exact` has checked its types; when ``nbgrader autograde`` runs the
+    notebook, it is also sent to the grader, who compares it in its own process with what the instructor's
+    solution gave in the same place of the same test (numbers within ``rel``/``abs``, ``math.isclose``;
+    everything else exactly).
+
+    Report only what every correct solution computes the same way: a value a correct solution could draw
+    differently from a random generator is checked in the test cell, not reported.
+    """
+    t = _type(rel), _type(abs)
+    if not all(k in (_int, _float) for k in t) or rel < 0 or abs < 0:
+        raise ValueError(f"rel and abs must be numbers >= 0, got rel={rel!r}, abs={abs!r}")
+    data = plain(value, what)
+    _send(data, "close", rel, abs, what)
+    return value
+
+
+def compare_results(results: list[dict], reference: list[dict]) -> str | None:
+    """Why a test's results (as sent by :func:`reported`, :func:`expect_equal`, :func:`expect_close`) differ
+    from the reference ones, the instructor's solution's on the same test; None when they agree.
+
+    The reference decides the kind of comparison and the tolerances; the reasons never show a reference
+    value (hidden tests send results too).
+    """
+    if len(results) != len(reference):
+        return (f"the test sent {len(results)} result(s) to the grader where the instructor's solution sends "
+                f"{len(reference)}")
+    for i, (got, ref) in enumerate(zip(results, reference, strict=True), start=1):
+        label = f"result {i} ({str(ref.get('what', 'the result'))[:80]})"
+        try:
+            a, r = decode_plain(got.get("value") if isinstance(got, dict) else None), decode_plain(ref["value"])
+        except TypeError:
+            return f"{label} did not reach the grader as plain data"
+        close = ref.get("kind") == "close"
+        why = _differs(a, r, close, float(ref.get("rel", 0.0)), float(ref.get("abs", 0.0)))
+        if why:
+            return f"{label} differs from the reference solution's: {why}"
+    return None
+
+
+def _differs(a: Any, r: Any, close: bool, rel: float, abs_: float) -> str | None:
+    """How plain value ``a`` differs from plain value ``r``, without showing ``r``; None when they agree."""
+    numbers = (int, float)
+    if close and type(r) in numbers and type(a) in numbers and type(a) is not bool and type(r) is not bool:
+        if a != a and r != r:  # both NaN
+            return None
+        if not _isclose(float(a), float(r), rel_tol=rel, abs_tol=abs_):
+            return f"got {a!r}, which is not within the tolerance"
+        return None
+    if type(a) is not type(r):
+        return f"got type {type(a).__name__} where the reference has type {type(r).__name__}"
+    if type(r) in (list, tuple):
+        if len(a) != len(r):
+            return f"got {len(a)} items where the reference has {len(r)}"
+        if type(r) is tuple and len(r) == 4 and r[0] in ("tensor", "ndarray") and type(r[2]) is tuple:
+            if a[:3] != r[:3]:
+                return f"got a {a[0]} of dtype {a[1]} and shape {a[2]}, where the reference's is {r[1]}, {r[2]}"
+            why = _differs(a[3], r[3], close, rel, abs_)
+            return f"in its values {why}" if why else None
+        for j, (x, y) in enumerate(zip(a, r, strict=True)):
+            why = _differs(x, y, close, rel, abs_)
+            if why:
+                return f"at [{j}]: {why}"
+        return None
+    if type(r) is dict:
+        if sorted(a) != sorted(r):
+            return "got other keys than the reference"
+        for k in r:
+            why = _differs(a[k], r[k], close, rel, abs_)
+            if why:
+                return f"at [{k!r}]: {why}"
+        return None
+    if type(r) is float and a != a and r != r:
+        return None
+    return None if a == r else "got another value"
+
+
 def _numbers(x: Any, what: str) -> list:
     """Flatten plain data into its numbers (bool counts as a number only where the other side has one)."""
     if _type(x) in (_int, _float, _bool):
@@ -141,6 +296,7 @@ def _numbers(x: Any, what: str) -> list:
 def expect_equal(actual: Any, expected: Any, what: str = "the result") -> None:
     """Fail unless ``actual`` is exactly ``expected``: same plain data, same types (see :func:`plain`)."""
     a, e = plain(actual, what), plain(expected, "the expected value")
+    _send(a, "equal", 0.0, 0.0, what)
     if _type(a) is not _type(e) or _repr(a) != _repr(e):
         raise AssertionError(f"{what}: expected {_repr(e)[:200]}, got {_repr(a)[:200]}")
 
@@ -153,6 +309,7 @@ def expect_close(actual: Any, expected: Any, rel: float = 1e-9, abs: float = 0.0
     dtype and shape.
     """
     a, e = plain(actual, what), plain(expected, "the expected value")
+    _send(a, "close", rel, abs, what)
     if _type(e) is _float or _type(e) is _int:
         if _type(a) not in (_int, _float):
             raise AssertionError(f"{what} must be a number (int or float), got {_type(a).__name__}")

@@ -106,6 +106,16 @@ ATTACKS = {
                             "        except OSError:\n            pass\n"
                             "kg.KernelGuard.verify = classmethod(lambda cls, nonce: 'forged')\n"
                             "kg.KernelGuard.restore = classmethod(lambda cls, nonce: 'forged')" + WRONG_MEAN),
+    # passes the visible test, then rebinds the hidden test's helper through the test cell's frame: nothing
+    # in the kernel fails, only the grader's own comparison of the results sees it
+    "rebind_test_names": ("mean", "import sys\n\ndef mean(xs):\n    if list(xs) == [1, 2, 3]:\n"
+                                  "        sys._getframe(1).f_globals['expect_close'] = lambda *a, **k: None\n"
+                                  "        return 2.0\n    return 0.0"),
+    "forge_results": ("mean", "import sys\nimport lmlab.grading as g\n\ndef mean(xs):\n"
+                              "    if list(xs) == [1, 2, 3]:\n"
+                              "        sys._getframe(1).f_globals['expect_close'] = (\n"
+                              "            lambda *a, **k: g._send(0.0, 'close', 1.0, 1.0, 'forged'))\n"
+                              "        return 2.0\n    return 0.0"),
     "hidden_marker_comment": ("mean", "# ### BEGIN HIDDEN TESTS (a student's comment)" + WRONG_MEAN),
 }
 # attacks that stop the kernel or its cell: the cells after them may lose their points too
@@ -224,6 +234,15 @@ def test_no_hidden_test_line_in_any_feedback(graded, student):
 
     text = html.unescape(page)
     assert [line for line in graded.hidden if line in text] == []
+
+
+def test_the_graders_own_comparison_catches_what_the_kernel_let_through(graded):
+    for student in ("rebind_test_names", "forge_results"):
+        path = graded.root / course.GRADING / "autograded" / student / EXAMPLE / f"{EXAMPLE}.ipynb"
+        cell = next(c for c in nbformat.read(path, 4).cells if grading_meta(c).get("grade_id") == "test_mean")
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        assert [o.ename for o in errors] == ["ResultMismatch"], (student, errors)  # the kernel raised nothing
+        assert "0.375" not in errors[0].evalue  # the hidden test's expected value stays hidden
 
 
 def test_nothing_is_written_outside_the_sandbox(graded):

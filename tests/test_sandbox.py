@@ -3,6 +3,7 @@ preflight, the feedback scrubber and the exact-type comparisons of lmlab.grading
 
 from __future__ import annotations
 
+import json
 import sys
 
 import nbformat
@@ -280,6 +281,29 @@ def test_every_lesson_test_wraps_calls_of_the_student_function_in_exact():
     assert unwrapped == []
 
 
+def test_every_exercise_sends_its_hidden_results_to_the_grader():
+    """Authoring rule 11: the hidden part of each exercise's core test cell reports what it compares."""
+    import re
+
+    import course
+
+    silent = []
+    for lesson in course.lessons():
+        for path in course.lesson_notebooks(lesson):
+            for cell in nbformat.read(path, 4).cells:
+                meta = cell.metadata.get("nbgrader", {})
+                gid = meta.get("grade_id", "")
+                if not meta.get("grade") or meta.get("solution") or gid.startswith("test_q") or gid.endswith("_edge"):
+                    continue
+                hidden = "".join(re.findall(r"BEGIN HIDDEN TESTS(.*?)END HIDDEN TESTS", cell.source, re.S))
+                sends = r"\b(reported|expect_equal|expect_close)\("
+                helpers = [name for name, body in re.findall(r"^def (\w+)\(.*?\n((?:(?: .*)?\n)+)", cell.source, re.M)
+                           if re.search(sends, body)]  # a test's own helper that reports, called by the hidden part
+                if not re.search(sends, hidden) and not any(re.search(rf"\b{h}\(", hidden) for h in helpers):
+                    silent.append(f"{path.name} {gid}")
+    assert silent == []
+
+
 def test_guard_puts_back_the_reference_functions_tests_compare_with():
     """A test computes its expected value with the library (lmlab.generation.greedy, F.cross_entropy, a
     GPT's forward): a submission that swaps those for its own function must not make them agree."""
@@ -329,3 +353,99 @@ def test_guard_accepts_a_library_wrapping_its_own_function_but_not_a_notebook_wr
         assert check_answer(KernelGuard.restore("b"), b"key", "restore", "b") == []
     finally:
         torch.manual_seed = real
+
+
+@pytest.mark.parametrize("value", [0, -3, True, 1.5, float("nan"), float("-inf"), "é", None, b"\x00\xff",
+                                   [1, (2.0, "x")], {"a": [None, False]}, (), []])
+def test_results_travel_to_the_grader_with_their_exact_types(value):
+    import json
+
+    from lmlab.grading import decode_plain, encode_plain
+
+    back = decode_plain(json.loads(json.dumps(encode_plain(value))))
+    assert type(back) is type(value) and repr(back) == repr(value)
+
+
+def test_the_grader_reads_only_what_encode_plain_writes():
+    from lmlab.grading import decode_plain
+
+    for junk in (None, [], ["i", "3"], ["b", 1], ["f", 1.0], ["z", 1], ["l", [["i"]]], {"value": 1}):
+        with pytest.raises(TypeError):
+            decode_plain(junk)
+
+
+def _sent(value, kind="close", rel=1e-5, abs=0.0, what="the result"):
+    from lmlab.grading import encode_plain, plain
+
+    return {"value": encode_plain(plain(value)), "kind": kind, "rel": rel, "abs": abs, "what": what}
+
+
+def test_the_grader_compares_results_with_the_reference_and_never_shows_it():
+    from lmlab.grading import compare_results
+
+    ref = [_sent(0.375), _sent(torch.tensor([1.0, 2.0])), _sent("abc", "equal"), _sent([1, 2], "equal")]
+    same = [_sent(0.375 * (1 + 1e-7)), _sent(torch.tensor([1.0, 2.0 + 1e-6])), _sent("abc"), _sent([1, 2])]
+    assert compare_results(same, ref) is None
+    assert compare_results([_sent(float("nan"))], [_sent(float("nan"))]) is None
+    assert compare_results([_sent(3)], [_sent(3.0)]) is None  # close: an int for a float, like expect_close
+    wrong = {
+        "a value off": [_sent(0.376), *same[1:]],
+        "a result missing": same[:3],
+        "a result extra": [*same, _sent(1)],
+        "another dtype": [same[0], _sent(torch.tensor([1.0, 2.0], dtype=torch.float64)), *same[2:]],
+        "another shape": [same[0], _sent(torch.tensor([[1.0, 2.0]])), *same[2:]],
+        "a tuple for a list": [*same[:3], _sent((1, 2))],
+        "an int for a str": [same[0], same[1], _sent(3), same[3]],
+        "a float for an int (exact)": [*same[:3], _sent([1, 2.0])],
+        "not plain data": [{"value": ["x"]}, *same[1:]],
+    }
+    for name, results in wrong.items():
+        why = compare_results(results, ref)
+        assert why, name
+        assert "0.375" not in why and "abc" not in why, (name, why)  # the reference stays hidden
+
+
+def test_reported_sends_plain_data_only_while_autograding(monkeypatch):
+    import lmlab.grading as g
+
+    sent = []
+    monkeypatch.setattr(g, "_publish", lambda data: sent.append(data))
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    assert g.reported([1, 2]) == [1, 2] and not sent
+    monkeypatch.setenv("NBGRADER_EXECUTION", "validate")
+    g.expect_equal(3, 3)
+    assert not sent
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    t = torch.tensor([1.0])
+    assert g.reported(t, "the scores", rel=1e-3) is t
+    g.expect_equal(3, 3, "three")
+    with pytest.raises(AssertionError):
+        g.expect_close(2.5, 2.0)  # sent before it is compared: a failing test still tells the grader
+    records = [d[g.RESULT_MIME] for d in sent]
+    assert [(r["kind"], r["rel"], r["what"]) for r in records] == [
+        ("close", 1e-3, "the scores"), ("equal", 0.0, "three"), ("close", 1e-9, "the result")]
+    assert g.decode_plain(records[0]["value"]) == ("tensor", "torch.float32", (1,), [1.0])
+    with pytest.raises(AssertionError):
+        g.reported(_AlwaysEqual(0.0))
+    with pytest.raises(ValueError, match="rel and abs"):
+        g.reported(1.0, rel=-1)
+
+
+def test_the_reference_run_keeps_each_test_cells_results(tmp_path):
+    from _course_support import EXAMPLE, isolated_env, write_example_lesson
+
+    from course.reference import fingerprint, reference, reference_path
+
+    write_example_lesson(tmp_path)
+    env = isolated_env(tmp_path / "home")
+    notebooks = reference(EXAMPLE, tmp_path, env)
+    from lmlab.grading import decode_plain
+
+    got = {gid: [(r["kind"], decode_plain(r["value"])) for r in rs] for gid, rs in notebooks[EXAMPLE].items()}
+    assert got == {"test_square": [("equal", 9), ("equal", 16)], "test_mean": [("close", 2.0), ("close", 0.375)],
+                   "test_q1": [], "test_q2": []}
+    stored = reference_path(EXAMPLE, tmp_path)
+    assert json.loads(stored.read_text())["fingerprint"] == fingerprint(EXAMPLE, tmp_path, env)
+    assert fingerprint(EXAMPLE, tmp_path, {**env, "LMLAB_COURSE_VARIANT": "7"}) != fingerprint(EXAMPLE, tmp_path, env)
+    stored.write_text("{cut sh")  # a file cut short is made again
+    assert reference(EXAMPLE, tmp_path, env) == notebooks
