@@ -75,8 +75,11 @@ def run_source(lesson: str, root: Path = ROOT, env: dict[str, str] | None = None
     env = dict(os.environ if env is None else env)
     env["NBGRADER_EXECUTION"] = "autograde"
     source = Path(root) / "assessments" / lesson
+    notebooks = lesson_notebooks(lesson, root)
+    if not notebooks:
+        raise ValueError(f"no notebooks in {source}: is {lesson!r} a lesson of this course?")
     results = {}
-    for path in lesson_notebooks(lesson, root):
+    for path in notebooks:
         with tempfile.TemporaryDirectory(prefix="lmlab-reference-") as tmp:
             work = Path(tmp) / lesson
             shutil.copytree(source, work, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
