@@ -24,6 +24,7 @@ import asyncio
 import json
 import secrets
 import time
+from pathlib import Path
 
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbclient.util import ensure_async, run_sync
@@ -31,6 +32,7 @@ from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute
 from traitlets import Bool, Integer, Unicode
 
+from course.reference import reference
 from course.sandbox import SandboxKernelManager
 from lmlab.grading import RESULT_MIME, compare_results
 from lmlab.kernelguard import check_answer, expression
@@ -74,10 +76,6 @@ class SafeExecute(Execute):
         self._reference: dict[str, list[dict]] | None = None
         info = (resources or {}).get("nbgrader", {})
         if self.compare_results and self.course_root and info.get("assignment") and info.get("notebook"):
-            from pathlib import Path
-
-            from course.reference import reference
-
             lesson = reference(info["assignment"], Path(self.course_root))
             self._reference = lesson.get(info["notebook"])
             if self._reference is None:

@@ -25,6 +25,7 @@ from pathlib import Path
 import nbformat
 
 from course import GRADING, ROOT, lesson_notebooks
+from course.feedback import is_test_cell
 from lmlab.grading import RESULT_MIME, VARIANT_VARIABLE
 
 REFERENCE_SECONDS = 120  # a cell of a lesson in grading mode takes seconds; this is a ceiling, not a budget
@@ -48,16 +49,11 @@ def fingerprint(lesson: str, root: Path = ROOT, env: dict[str, str] | None = Non
     return digest.hexdigest()
 
 
-def _is_test(cell: nbformat.NotebookNode) -> bool:
-    meta = cell.get("metadata", {}).get("nbgrader", {})
-    return cell.cell_type == "code" and bool(meta.get("grade")) and not meta.get("solution")
-
-
 def results_of(nb: nbformat.NotebookNode) -> dict[str, list[dict]]:
     """grade_id -> the results each test cell of an executed notebook sent, in order."""
     out: dict[str, list[dict]] = {}
     for cell in nb.cells:
-        if _is_test(cell):
+        if is_test_cell(cell):
             out[cell.metadata["nbgrader"]["grade_id"]] = [
                 o["data"][RESULT_MIME] for o in cell.get("outputs", [])
                 if o.get("output_type") == "display_data" and RESULT_MIME in o.get("data", {})]
@@ -88,7 +84,7 @@ def run_source(lesson: str, root: Path = ROOT, env: dict[str, str] | None = None
                                     resources={"metadata": {"path": str(work)}})
             client.execute(env=env, cwd=str(work))
         failed = [c.metadata["nbgrader"]["grade_id"] for c in nb.cells
-                  if _is_test(c) and any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+                  if is_test_cell(c) and any(o.get("output_type") == "error" for o in c.get("outputs", []))]
         if failed:
             raise RuntimeError(f"{lesson}/{path.name}: the instructor's solution fails its own tests "
                                f"{', '.join(failed)}; fix the source notebook before grading")
