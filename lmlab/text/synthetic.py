@@ -537,9 +537,9 @@ class AssociativeRecall:
     Zoology's MQAR). Hiding the answers closes a shortcut: when they are shown, a model that remembers only
     *which* values occurred answers later queries by elimination (with distinct values, the last query's
     answer is the one value not yet named), which scores (1 + 1/2 + ... + 1/P) / P with no recall at all:
-    0.75 at P = 2, 0.52 at P = 4. With hidden answers that strategy scores 1/P. Targets follow lmlab's next-token convention (``logits[:, t]``
-    predicts token ``t + 1``): ``targets[:, t]`` is ``a_j`` where ``t`` is the position of ``q_j`` and
-    IGNORE_INDEX (-100) elsewhere, so only the answers are scored.
+    0.75 at P = 2, 0.52 at P = 4. With hidden answers that strategy scores 1/P. Targets follow lmlab's
+    next-token convention (``logits[:, t]`` predicts token ``t + 1``): ``targets[:, t]`` is ``a_j`` where
+    ``t`` is the position of ``q_j`` and IGNORE_INDEX (-100) elsewhere, so only the answers are scored.
 
     The *distance* of a query is the position of its key minus the position of the value paired with it:
     ``2(P - i) + G + 2j - 1`` for pair i and query j (0-based), so every distance is at least
