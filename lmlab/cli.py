@@ -257,10 +257,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    import importlib.util
-
     import lmlab
     from lmlab.device import resolve_device
+    from lmlab.jupyterenv import check_jupyter
 
     def version_of(name: str) -> str:
         try:
@@ -279,9 +278,39 @@ def cmd_info(args: argparse.Namespace) -> int:
         for i in range(torch.cuda.device_count()):
             print(f"  cuda:{i}       {torch.cuda.get_device_name(i)}")
     print(f"torch threads  {torch.get_num_threads()} (CPU cores: {os.cpu_count()})")
-    front_end = importlib.util.find_spec("jupyterlab_widgets") is not None
-    print(f"widgets front end (jupyterlab_widgets): {'installed' if front_end else 'not installed'}")
+    print_jupyter(check_jupyter(args.jupyter_lab))
+    print_course_start(Path.cwd())
     return 0
+
+
+def print_jupyter(check) -> None:  # noqa: ANN001  (a lmlab.jupyterenv.JupyterCheck)
+    """The course's half of `lmlab info`: what the JupyterLab that opens the notebooks has installed."""
+    from lmlab.jupyterenv import NBGRADER_EXTENSION, VALIDATE_SERVER_EXTENSION, WIDGETS_EXTENSION
+
+    print(f"jupyter lab    {check.jupyter_lab or 'not found'}")
+    if check.jupyter_lab is not None and not check.error:
+        for label, name in (("widgets front end", WIDGETS_EXTENSION), ("nbgrader (Lab)", NBGRADER_EXTENSION)):
+            ext = check.lab_extensions.get(name)
+            state = "not installed" if ext is None else (
+                f"{ext.version}, " + ("disabled" if not ext.enabled or name in check.disabled else
+                                      "enabled" if ext.ok else "enabled but broken"))
+            print(f"  {label:19}{name}: {state}")
+        server = check.server_extensions.get(VALIDATE_SERVER_EXTENSION)
+        state = "not installed" if server is None else "enabled" if server else "disabled or broken"
+        print(f"  {'nbgrader (server)':19}{VALIDATE_SERVER_EXTENSION}: {state}")
+    for line in check.advice():
+        print(f"  to fix: {line}")
+    if check.jupyter_lab is not None and not check.advice():
+        print("  widgets and nbgrader's Validate button will work in this JupyterLab")
+
+
+def print_course_start(folder: Path) -> None:
+    """Where a student starts, when `folder` is a checkout of the course (it has course/syllabus.md)."""
+    first = sorted(folder.glob("notebooks/*/*.ipynb"))
+    if (folder / "course" / "syllabus.md").is_file() and first:
+        start = first[0].relative_to(folder)
+        print(f"course         start with {start} (the lessons in order: course/syllabus.md)")
+        print(f"               open it: jupyter lab {start}")
 
 
 # ---------------------------------------------------------------------------------------------- parser
@@ -400,7 +429,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     b.set_defaults(func=cmd_bench)
 
-    i = sub.add_parser("info", help="versions, device, threads, widgets front end")
+    i = sub.add_parser("info", help="versions, device, threads; whether JupyterLab has the widgets front end "
+                                    "and nbgrader's Validate button, and what to install if not")
+    i.add_argument("--jupyter-lab", default=None, metavar="PATH",
+                   help="the jupyter-lab to check (default: the one beside this Python, else the first on PATH)")
     i.set_defaults(func=cmd_info)
     return p
 
