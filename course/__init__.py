@@ -6,8 +6,10 @@ Run `python -m course --help` from the repository root. nbgrader itself is confi
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,3 +39,31 @@ def nbgrader(args: list[str], root: Path = ROOT, **run_kwargs) -> subprocess.Com
     root = Path(root)
     (root / GRADING).mkdir(parents=True, exist_ok=True)  # sqlite does not create the gradebook's folder
     return subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=root / "course", **run_kwargs)
+
+
+PLACEHOLDER_OWNERS = {"owner", "user", "username", "your-name", "yourname", "org", "example"}
+
+
+def repository_url(root: Path = ROOT) -> str:
+    """The course's GitHub repository, from `[project.urls] Repository` in pyproject.toml.
+
+    A ValueError when it is missing, not `https://github.com/OWNER/NAME`, or a placeholder such as OWNER.
+    """
+    urls = tomllib.loads((Path(root) / "pyproject.toml").read_text())["project"].get("urls", {})
+    url = urls.get("Repository", "")
+    match = re.fullmatch(r"https://github\.com/([A-Za-z0-9-]+)/([A-Za-z0-9._-]+?)/?", url)
+    if not match:
+        raise ValueError(f"pyproject.toml [project.urls] Repository must read https://github.com/OWNER/NAME, "
+                         f"got {url!r}")
+    if match[1].lower() in PLACEHOLDER_OWNERS or "example" in url.lower():
+        raise ValueError(f"pyproject.toml [project.urls] Repository is a placeholder ({url}): put the real one")
+    return url.rstrip("/")
+
+
+def binder_url(notebook: str, root: Path = ROOT) -> str:
+    """The mybinder.org link that opens `notebook` (relative to the repository root) in JupyterLab."""
+    if not notebook.endswith(".ipynb") or notebook.startswith("/") or ".." in Path(notebook).parts:
+        raise ValueError(f"binder_url needs a notebook path inside the repository, like "
+                         f"notebooks/01_objective/01a_likelihood.ipynb; got {notebook!r}")
+    slug = repository_url(root).removeprefix("https://github.com/")
+    return f"https://mybinder.org/v2/gh/{slug}/HEAD?urlpath=lab/tree/{notebook}"

@@ -77,17 +77,42 @@ def test_python_is_pinned_and_allowed():
     assert SpecifierSet(PYPROJECT["project"]["requires-python"]).contains(version)
 
 
-def binder_links() -> list[str]:
-    text = "".join(p.read_text() for p in sorted((course.ROOT / "course").glob("*.md")))
-    return re.findall(r"https://mybinder\.org/v2/gh/[^\s)>\]]+", text)
+def binder_links() -> list[tuple[str, str]]:
+    """(file, link) for every Binder link in the README and course/*.md."""
+    files = [course.ROOT / "README.md", *sorted((course.ROOT / "course").glob("*.md"))]
+    return [(f.name, link) for f in files
+            for link in re.findall(r"https://mybinder\.org/v2/gh/[^\s)>\]]+", f.read_text())]
 
 
 def test_binder_links_open_a_released_notebook_in_jupyterlab():
     links = binder_links()
     assert links, "course/*.md must give a Binder link"
-    for link in links:
+    for name, link in links:
         urlpath = parse_qs(urlparse(link).query)["urlpath"][0]
-        assert urlpath.startswith("lab/tree/notebooks/"), link
+        assert urlpath.startswith("lab/tree/notebooks/"), f"{name}: {link}"
+        notebook = urlpath.removeprefix("lab/tree/")
+        assert link == course.binder_url(notebook), f"{name}: {link} is not made from pyproject.toml's Repository"
         if not (course.ROOT / "notebooks").is_dir():
             pytest.skip("no lessons yet: notebooks/ does not exist")
-        assert (course.ROOT / urlpath.removeprefix("lab/tree/")).is_file(), f"{link}: no such notebook"
+        assert (course.ROOT / notebook).is_file(), f"{name}: {link}: no such notebook"
+
+
+def test_the_repository_url_is_real():
+    url = course.repository_url()  # raises while it is a placeholder
+    assert course.binder_url("notebooks/01_objective/01a_likelihood.ipynb") == (
+        f"https://mybinder.org/v2/gh/{url.removeprefix('https://github.com/')}/HEAD"
+        "?urlpath=lab/tree/notebooks/01_objective/01a_likelihood.ipynb")
+
+
+@pytest.mark.parametrize("url", ["https://github.com/OWNER/lmlab", "https://github.com/your-name/lmlab",
+                                 "https://example.com/lmlab", "", "https://github.com/lmlab"])
+def test_a_placeholder_repository_url_is_refused(tmp_path, url):
+    (tmp_path / "pyproject.toml").write_text(f'[project]\nname = "x"\n[project.urls]\nRepository = "{url}"\n')
+    with pytest.raises(ValueError, match="Repository"):
+        course.binder_url("notebooks/01_objective/01a_likelihood.ipynb", tmp_path)
+
+
+@pytest.mark.parametrize("notebook", ["/etc/passwd.ipynb", "notebooks/../x.ipynb", "notebooks/01_objective"])
+def test_binder_url_needs_a_notebook_in_the_repository(notebook):
+    with pytest.raises(ValueError, match="notebook path"):
+        course.binder_url(notebook)
