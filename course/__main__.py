@@ -146,13 +146,29 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("wrong", help="run each exercise's tests against the lesson's wrong solutions "
                                      "(assessments/LESSON/wrong_solutions.toml); exit 1 unless every one is caught")
     p.add_argument("lessons", nargs="*", help="lesson folders (default: all)")
+    p = sub.add_parser("site", help="a static website of the course for reading: each student notebook with the "
+                                    "outputs of the instructor version, an index in syllabus order with Binder "
+                                    "and download links (course/site.py)")
+    p.add_argument("lessons", nargs="*", help="lesson folders (default: all)")
+    p.add_argument("--out", type=Path, default=ROOT / "build" / "site", help="where to write it (default build/site)")
+    p.add_argument("--grading", action="store_true", help="run the notebooks in grading mode (smaller workloads): "
+                                                          "a quick preview, not the site to publish")
     sub.add_parser("nbgrader", help="any other nbgrader command, run in course/ (e.g. `nbgrader db student list`)")
 
     args, extra = parser.parse_known_args(argv)
     if args.command == "nbgrader":
         return nbgrader(extra).returncode
-    if extra and args.command in ("questions", "bench", "wrong", "roster"):
+    if extra and args.command in ("questions", "bench", "wrong", "roster", "site"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "site":
+        from course.site import build
+
+        try:
+            build(args.out, args.lessons, grading=args.grading)
+        except (ValueError, RuntimeError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        return 0
     if args.command == "release":
         return release(args.lessons, extra)
     if args.command == "questions":
