@@ -181,6 +181,7 @@ def build(out: Path, names: list[str] | None = None, root: Path = ROOT, grading:
             cells=[nbformat.v4.new_markdown_cell((root / "course" / "syllabus.md").read_text())])
         (staging / "syllabus.html").write_text(export_html(syllabus, "Syllabus"))
         (staging / "index.html").write_text(export_html(index_notebook(pages, root), "lmlab course"))
+        staging.chmod(0o755)  # mkdtemp makes it private; a web server must read the site
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)
