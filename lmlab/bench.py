@@ -17,6 +17,11 @@ skipped, power laws fitted past the crossover length, the longest length each ki
 attention, one attention layer of lmlab (``attention_impl="sdpa"``) against the same layer written with
 direct calls to PyTorch's ``scaled_dot_product_attention`` (the named peer) on the same input and weights.
 
+``lmlab bench speculative``: self-speculative greedy decoding of multi-token models
+(:func:`lmlab.generation.speculative_greedy`, Gloeckle et al. 2024) against plain greedy decoding, the peer,
+on the same briefly trained model with 2, 3 and 4 heads: tokens/s, their ratio, the drafts' acceptance rate
+and tokens per forward pass, outputs checked identical.
+
 ``lmlab bench sweep`` (:mod:`lmlab.bench_sweep`, re-exported here): a scaling sweep in one process and with
 parallel workers: runs per minute and their ratio, where the one-process wall time went (training, final
 evaluations, between runs), and the GFLOP/s of the smallest and largest model against the one-thread matmul.
@@ -64,6 +69,10 @@ __all__ = [
     "SweepTiming",
     "SWEEP_BENCH_CONFIG",
     "SWEEP_BENCH_QUICK_CONFIG",
+    "bench_speculative",
+    "SpeculativeBenchResult",
+    "SpeculativeBenchRow",
+    "SPECULATIVE_QUICK",
 ]
 
 # Dense peak TFLOP/s by device name, as torch.cuda.get_device_name reports it: (fp32 on the CUDA cores,
@@ -914,6 +923,166 @@ def bench_attention(
     load_end = _load_average()
     result.load = None if load_start is None or load_end is None else (load_start, load_end)
     return result
+
+
+# ---------------------------------------------------------------------------------------------- speculative
+@dataclass
+class SpeculativeBenchRow:
+    """One multi-token model: plain greedy against self-speculative greedy on the same prompts."""
+
+    heads: int  # n_future of the model (drafts per step: heads - 1)
+    head_losses: list[float]  # each head's val loss after training, nats per token (head 1: next token)
+    new_tokens: int  # tokens generated per run, all prompts together (no EOS: every prompt generates all)
+    tokens_per_s: dict[str, float]  # "plain greedy" and "speculative": median new tokens per second
+    acceptance_rate: float  # accepted drafts / drafted
+    tokens_per_pass: float  # new tokens / forward passes of speculative decoding (plain greedy: 1)
+    identical: bool  # speculative's tokens equal plain greedy's for every prompt
+
+    @property
+    def ratio(self) -> float:
+        """Speculative tokens/s divided by plain greedy tokens/s (> 1: speculative is faster)."""
+        return self.tokens_per_s["speculative"] / self.tokens_per_s["plain greedy"]
+
+
+@dataclass
+class SpeculativeBenchResult:
+    """Everything ``lmlab bench speculative`` measured; :meth:`report` prints it."""
+
+    shape: str  # preset whose shape the models have
+    params: dict[int, int]  # heads -> parameters, embeddings included
+    language: str  # the Markov language trained on
+    entropy_rate: float  # its entropy rate, nats per token: the best next-token loss possible
+    train_steps: int
+    prompts: int
+    prompt_len: int
+    threads: int
+    device: str
+    repeats: int
+    rows: list[SpeculativeBenchRow]
+    seconds: float  # wall time of the whole bench, training included
+    load: tuple[float, float] | None = None  # the 1-minute load average at the start and the end (Unix)
+
+    def report(self) -> str:
+        out = [
+            f"speculative bench: self-speculative greedy (Gloeckle et al. 2024) vs plain greedy (the peer), the same "
+            f"MultiTokenGPT, {self.shape} shape, {self.language} (entropy rate {self.entropy_rate:.3f} nats), "
+            f"trained {self.train_steps} steps per model; {self.prompts} prompts of {self.prompt_len} tokens, "
+            f"batch 1, fp32, device {self.device}, {self.threads} threads, median of {self.repeats} interleaved "
+            "repeats",
+            f"  {'heads':8}{'params':>8}  {'val loss per head (nats)':26}{'new tokens':>11}{'plain greedy tok/s':>20}"
+            f"{'speculative tok/s':>19}{'ratio':>8}{'accepted':>10}{'tokens/pass':>13}  identical",
+        ]
+        for r in self.rows:
+            losses = " ".join(f"{x:.2f}" for x in r.head_losses)
+            out.append(
+                f"  {f'{r.heads} heads':8}{self.params[r.heads] / 1e6:7.2f}M  {losses:26}{r.new_tokens:>11}"
+                f"{r.tokens_per_s['plain greedy']:20,.0f}{r.tokens_per_s['speculative']:19,.0f}{r.ratio:7.2f}x"
+                f"{r.acceptance_rate:10.1%}{r.tokens_per_pass:13.2f}  {'yes' if r.identical else 'NO'}"
+            )
+        if self.rows:
+            same = all(r.identical for r in self.rows)
+            out.append(f"  identical: {'yes' if same else 'NO'} (speculative greedy's tokens equal plain greedy's, "
+                       "token for token, on every prompt)")
+        took = f"  took {self.seconds:.0f} s"
+        if self.load is not None:
+            took += f"; load average {self.load[0]:.2f} at the start, {self.load[1]:.2f} at the end"
+        out.append(took)
+        return "\n".join(out)
+
+
+SPECULATIVE_QUICK = dict(shape="micro", train_steps=10, new_tokens=24, prompts=2, repeats=1)
+
+
+def bench_speculative(
+    heads: tuple[int, ...] = (2, 3, 4),
+    *,
+    shape: str = "tiny",
+    train_steps: int = 100,
+    new_tokens: int = 64,
+    prompts: int = 4,
+    prompt_len: int = 16,
+    repeats: int = 5,
+    threads: int | None = 2,
+    device: str = "cpu",
+    seed: int = 0,
+    quick: bool = False,
+) -> SpeculativeBenchResult:
+    """Self-speculative greedy decoding against plain greedy decoding on the same multi-token model.
+
+    For each H in ``heads``: a :class:`~lmlab.models.MultiTokenGPT` with H heads of the ``shape`` preset
+    (block_size ``prompt_len + new_tokens``) is trained for ``train_steps`` steps with
+    :class:`~lmlab.train.Trainer` on a Markov language (:class:`~lmlab.text.synthetic.MarkovSource`, 32 words,
+    order 1), so that its extra heads have learnt something to draft. Then ``prompts``
+    prompts of ``prompt_len`` tokens from the val split are continued by ``new_tokens`` tokens with
+    :func:`lmlab.generation.greedy` (the peer: one token per forward pass, KV cache) and with
+    :func:`lmlab.generation.speculative_greedy` (heads 2..H draft, head 1 checks), checked identical (a
+    RuntimeError otherwise). Times are medians over interleaved repeats. ``quick`` shrinks everything
+    (``SPECULATIVE_QUICK``) to seconds, for tests.
+    """
+    from lmlab.generation import greedy, speculative_greedy
+    from lmlab.models import MultiTokenGPT
+    from lmlab.text.synthetic import MarkovSource, markov_token_data
+
+    if quick:
+        shape, train_steps, new_tokens, prompts, repeats = (SPECULATIVE_QUICK[k] for k in (
+            "shape", "train_steps", "new_tokens", "prompts", "repeats"))  # fmt: skip
+    for name, value in (("train_steps", train_steps), ("new_tokens", new_tokens), ("prompts", prompts),
+                        ("prompt_len", prompt_len), ("repeats", repeats)):  # fmt: skip
+        check_int(name, value, 1)
+    if not heads or any(not is_int(h) or h < 1 for h in heads):
+        raise ValueError(f"heads must be integers >= 1 (n_future of each model), got {heads!r}")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    t_start, load_start = time.perf_counter(), _load_average()
+    source = MarkovSource(32, 1, seed)  # each next word depends on the last: learnt in ~100 steps
+    data = markov_token_data(source, 100_000, 10_000, seed=seed)
+    block = prompt_len + new_tokens
+    g = torch.Generator().manual_seed(seed)
+    val = data.ids("val")
+    starts = torch.randint(0, val.numel() - prompt_len, (prompts,), generator=g).tolist()
+    prompt_list = [val[s : s + prompt_len].to(dev) for s in starts]
+    rows: list[SpeculativeBenchRow] = []
+    params: dict[int, int] = {}
+    for H in heads:
+        torch.manual_seed(seed)
+        model = MultiTokenGPT(GPTConfig.preset(shape, vocab_size=source.vocab_size, block_size=block), H)
+        Trainer(model, data, max_steps=train_steps, batch_size=16, lr=3e-3, warmup_steps=min(10, train_steps),
+                eval_interval=train_steps, eval_batches=2, progress=False, device=str(dev),
+                seed=seed).fit()  # fmt: skip
+        model.eval()
+        params[H] = model.num_params(non_embedding=False)
+        x, y = data.get_batch("val", 16, block, generator=torch.Generator().manual_seed(seed + 1), device=dev)
+        with torch.no_grad():
+            head_losses = model.head_losses(x, y).tolist()
+
+        def plain(model: MultiTokenGPT = model) -> list[list[int]]:
+            return [greedy(model, p, max_new_tokens=new_tokens) for p in prompt_list]
+
+        def speculative(model: MultiTokenGPT = model) -> list[list[int]]:
+            return [speculative_greedy(model, p, max_new_tokens=new_tokens) for p in prompt_list]
+
+        want, got = plain(), speculative()  # also the warm-up
+        if want != got:
+            raise RuntimeError(f"{H} heads: speculative greedy's tokens differ from plain greedy's\n"
+                               f"  plain:       {want}\n  speculative: {got}")  # fmt: skip
+        stats = [speculative_greedy(model, p, max_new_tokens=new_tokens, return_stats=True)[1] for p in prompt_list]
+        drafted, accepted = sum(s.drafted for s in stats), sum(s.accepted for s in stats)
+        total = new_tokens * prompts
+        secs = _median_seconds({"plain greedy": plain, "speculative": speculative}, repeats, dev)
+        rows.append(SpeculativeBenchRow(
+            heads=H, head_losses=head_losses, new_tokens=total, tokens_per_s={k: total / v for k, v in secs.items()},
+            acceptance_rate=accepted / drafted if drafted else float("nan"),
+            tokens_per_pass=total / sum(s.forward_passes for s in stats), identical=True,
+        ))  # fmt: skip
+    load_end = _load_average()
+    return SpeculativeBenchResult(
+        shape=shape, params=params, language=f"Markov language (32 words, order 1, seed {seed})",
+        entropy_rate=source.entropy_rate(), train_steps=train_steps, prompts=prompts, prompt_len=prompt_len,
+        threads=torch.get_num_threads(), device=str(dev), repeats=repeats, rows=rows,
+        seconds=time.perf_counter() - t_start,
+        load=None if load_start is None or load_end is None else (load_start, load_end),
+    )  # fmt: skip
 
 
 def _load_average() -> float | None:

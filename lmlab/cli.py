@@ -208,7 +208,7 @@ def _name_list(text: str) -> tuple[str, ...]:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from lmlab.bench import bench_attention, bench_decode, bench_sweep, bench_train
+    from lmlab.bench import bench_attention, bench_decode, bench_speculative, bench_sweep, bench_train
 
     if args.what == "sweep":
         result = bench_sweep(quick=args.quick, workers=args.workers)
@@ -225,6 +225,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
             threads=args.threads,
             device=args.device,
             timeout_s=args.timeout,
+        )
+    elif args.what == "speculative":
+        result = bench_speculative(
+            args.heads,
+            train_steps=args.train_steps,
+            new_tokens=args.new_tokens,
+            prompt_len=args.prompt_len,
+            repeats=args.repeats if args.repeats is not None else 5,
+            threads=args.threads,
+            device=args.device,
+            quick=args.quick,
         )
     elif args.what == "train":
         result = bench_train(
@@ -375,13 +386,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_score)
 
     b = sub.add_parser("bench", help="benchmarks against a named peer, printing ratios")
-    b.add_argument("what", choices=["train", "decode", "attention", "sweep"],
+    b.add_argument("what", choices=["train", "decode", "attention", "sweep", "speculative"],
                    help="train: lmlab vs transformers GPT2LMHeadModel training steps; decode: lmlab.generation vs "
                         "transformers generate (greedy, beam search, batched samples, a compiled step) and generation "
                         "with vs without the KV cache; attention: time and memory by attention kind as the sequence "
                         "grows, fitted exponents, and lmlab's attention layer vs PyTorch's SDPA; sweep: a scaling "
                         "sweep in one process vs parallel workers (runs per minute, overhead between runs, GFLOP/s "
-                        "of the smallest and largest model vs a one-thread matmul)")
+                        "of the smallest and largest model vs a one-thread matmul); speculative: self-speculative "
+                        "greedy decoding of multi-token models (2, 3, 4 heads, briefly trained) vs plain greedy")
     b.add_argument("--preset", default="tiny", help="train: model shape")
     b.add_argument("--batch-size", type=int, default=12, help="train: sequences per step")
     b.add_argument("--block-size", type=int, default=None, help="train: tokens per sequence (default: the preset's)")
@@ -424,6 +436,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="sweep: a tiny grid of 4 runs (seconds), for tests")
     b.add_argument("--workers", type=int, default=2,
                    help="sweep: processes of the parallel sweep, against one process (1: a repeat of it)")
+    b.add_argument("--heads", type=_int_list, default=(2, 3, 4),
+                   help="speculative: comma-separated numbers of heads, one trained model each (default: 2,3,4); "
+                        "with --quick the speculative bench shrinks to seconds, for tests")
+    b.add_argument("--train-steps", type=int, default=100,
+                   help="speculative: training steps of each model on the Markov language")
+    b.add_argument("--new-tokens", type=int, default=64,
+                   help="speculative: tokens generated per prompt (the models' block_size is prompt + this)")
     b.add_argument("--threads", type=int, default=2,
                    help="CPU threads for PyTorch (not sweep: each of its runs trains on 1 thread)")
     b.add_argument("--device", default="cpu", help="cpu, cuda or auto")
