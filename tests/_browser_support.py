@@ -247,7 +247,35 @@ class LabPage:
         # reset: a fresh workspace, so that only this notebook is open
         page.goto(f"{lab.url}/lab/tree/{path}?reset&token={lab.token}")
         page.wait_for_selector(".jp-Notebook", timeout=120_000)
+        # wait for the notebook's kernel to be up and idle, as the server sees it. JupyterLab sometimes asks
+        # which kernel to start (when the notebook opens before it has read the kernel specs, as on a busy
+        # first start); a student then presses Select
+        deadline = time.monotonic() + 180
+        while not self.kernel_idle():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{path}: no idle kernel within 180 s")
+            self.accept_kernel_dialog(wait_s=1)
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+
+    def kernel_idle(self) -> bool:
+        """Whether the server runs a kernel for this notebook and that kernel is idle."""
+        try:
+            return self.lab.kernel_for(self.path).get("execution_state") == "idle"
+        except LookupError:
+            return False
+
+    def accept_kernel_dialog(self, wait_s: float = 0) -> bool:
+        """Press Select in JupyterLab's "Select Kernel" dialog, if it shows within `wait_s` seconds."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        dialog = self.page.locator(".jp-Dialog", has_text="Select Kernel")
+        try:
+            dialog.wait_for(state="visible", timeout=max(wait_s, 0.1) * 1000)
+        except PlaywrightTimeout:
+            return False
+        dialog.get_by_role("button", name="Select", exact=True).click()
+        dialog.wait_for(state="hidden", timeout=30_000)
+        return True
 
     def menu(self, *names: str | re.Pattern) -> None:
         """Click through the menu bar: menu("Run", "Run All Cells")."""
@@ -259,7 +287,9 @@ class LabPage:
         from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
         t0 = time.perf_counter()
+        self.accept_kernel_dialog()
         self.menu("Run", "Run All Cells")
+        self.accept_kernel_dialog(wait_s=5)  # Run All may ask for a kernel first; Select then runs the cells
         try:
             self.page.wait_for_function(_ALL_RAN, timeout=timeout_s * 1000, polling=1000)
         except PlaywrightTimeout:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from _browser_support import browser_available
 from _course_support import (
     EXAMPLE,
     EXAMPLE_POINTS,
@@ -441,10 +440,7 @@ def test_notebooks_run_top_to_bottom_with_nbval_in_grading_mode(tree):
 
 @pytest.mark.slow
 def test_notebooks_run_top_to_bottom_with_nbval(tree):
-    # where Chromium can run them, the student versions run top to bottom in normal mode in JupyterLab
-    # itself (tests/test_browser.py); nbval runs them here only where it cannot
-    students = tree.lesson == EXAMPLE or not browser_available()
-    result = run_nbval(tree, grading=False, students=students)
+    result = run_nbval(tree, grading=False)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
 
 
