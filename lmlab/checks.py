@@ -88,6 +88,20 @@ def as_ids(
     return t.long()
 
 
+def check_token_batch(idx: Any) -> torch.Tensor:
+    """A model's input ids (B, T), checked: a non-empty 2-D tensor of integer ids. int16 and uint8 ids come
+    back as int64 (nn.Embedding takes int32 and int64 only); others unchanged."""
+    if not isinstance(idx, torch.Tensor):
+        raise TypeError(f"idx must be a torch.Tensor of token ids, got {type(idx).__name__}")
+    if idx.dim() != 2:
+        raise ValueError(f"idx must have shape (B, T), got shape {tuple(idx.shape)}")
+    if idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise TypeError(f"idx must hold integer token ids, got dtype {idx.dtype}")
+    if idx.shape[0] == 0 or idx.shape[1] == 0:
+        raise ValueError(f"idx is empty (shape {tuple(idx.shape)}); give at least one token")
+    return idx.long() if idx.dtype in (torch.int16, torch.uint8) else idx
+
+
 def check_vocab(ids: torch.Tensor, vocab_size: int | None, name: str = "ids") -> None:
     """Raise a ValueError if a token id of ``ids`` lies outside [0, vocab_size) (None: only >= 0 is checked).
 

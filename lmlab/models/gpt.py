@@ -39,6 +39,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lmlab.checks import check_token_batch
 from lmlab.lm import HiddenLMOutput, LMOutput, eval_mode, lm_loss
 from lmlab.models.cache import KVCache, SlidingWindowCache, StateCache
 
@@ -524,17 +525,8 @@ class GPT(nn.Module):
             ``LMOutput(logits (B, T, V), loss)``; with ``return_hidden``,
             ``HiddenLMOutput(logits, loss, hidden (B, T, C))``.
         """
-        if not isinstance(idx, torch.Tensor):
-            raise TypeError(f"idx must be a torch.Tensor of token ids, got {type(idx).__name__}")
-        if idx.dim() != 2:
-            raise ValueError(f"idx must have shape (B, T), got shape {tuple(idx.shape)}")
-        if idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-            raise TypeError(f"idx must hold integer token ids, got dtype {idx.dtype}")
-        if idx.dtype in (torch.int16, torch.uint8):  # nn.Embedding takes int32 and int64 ids only
-            idx = idx.long()
+        idx = check_token_batch(idx)  # int16/uint8 ids become int64 for nn.Embedding
         B, T = idx.shape
-        if B == 0 or T == 0:
-            raise ValueError(f"idx is empty (shape {tuple(idx.shape)}); give at least one token")
         past = 0 if cache is None else cache.length
         if past + T > self.config.block_size:
             what = f"{past} cached + {T} new tokens" if past else f"context of {T} tokens"

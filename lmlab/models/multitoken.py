@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
-from lmlab.checks import is_int
+from lmlab.checks import check_token_batch, is_int
 from lmlab.lm import REDUCTIONS, LMOutput, lm_loss
 from lmlab.models.cache import KVCache, SlidingWindowCache, StateCache
 from lmlab.models.gpt import GPT, Block, GPTConfig
@@ -166,15 +166,8 @@ class MultiTokenGPT(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def _check_idx(self, idx: torch.Tensor, cache: Any) -> torch.Tensor:
-        if not isinstance(idx, torch.Tensor):
-            raise TypeError(f"idx must be a torch.Tensor of token ids, got {type(idx).__name__}")
-        if idx.dim() != 2:
-            raise ValueError(f"idx must have shape (B, T), got shape {tuple(idx.shape)}")
-        if idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-            raise TypeError(f"idx must hold integer token ids, got dtype {idx.dtype}")
+        idx = check_token_batch(idx)  # int16/uint8 ids become int64 for nn.Embedding
         B, T = idx.shape
-        if B == 0 or T == 0:
-            raise ValueError(f"idx is empty (shape {tuple(idx.shape)}); give at least one token")
         past = 0 if cache is None else cache.length
         if past + T > self.config.block_size:
             what = f"{past} cached + {T} new tokens" if past else f"context of {T} tokens"
@@ -188,7 +181,7 @@ class MultiTokenGPT(nn.Module):
             capacity = cache.capacity
             if capacity is not None and past + T > capacity:
                 raise ValueError(f"cache holds at most {capacity} positions; {past} + {T} do not fit")
-        return idx.long() if idx.dtype in (torch.int16, torch.uint8) else idx
+        return idx
 
     def cached_heads(self, cache: Any) -> int:
         """How many heads ``cache`` (from :meth:`new_cache`) keeps keys and values for: 1 to n_future."""

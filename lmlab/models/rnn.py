@@ -31,6 +31,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from lmlab.checks import check_token_batch
 from lmlab.lm import HiddenLMOutput, LMOutput, lm_loss
 from lmlab.models.cache import StateCache
 
@@ -203,19 +204,10 @@ class RNNLM(nn.Module):
             ``LMOutput(logits (B, T, V), loss)``; with ``return_hidden``,
             ``HiddenLMOutput(logits, loss, hidden (B, T, head_width))``.
         """
-        if not isinstance(idx, torch.Tensor):
-            raise TypeError(f"idx must be a torch.Tensor of token ids, got {type(idx).__name__}")
-        if idx.dim() != 2:
-            raise ValueError(f"idx must have shape (B, T), got shape {tuple(idx.shape)}")
-        if idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-            raise TypeError(f"idx must hold integer token ids, got dtype {idx.dtype}")
+        idx = check_token_batch(idx)  # int16/uint8 ids become int64 for nn.Embedding
         B, T = idx.shape
-        if B == 0 or T == 0:
-            raise ValueError(f"idx is empty (shape {tuple(idx.shape)}); give at least one token")
         if cache is not None:
             self._check_cache(cache, B)
-        if idx.dtype not in (torch.int64, torch.int32):
-            idx = idx.long()  # nn.Embedding takes int32 or int64 indices only
         x = self.drop(self.wte(idx))  # (B, T, E)
         for i, layer in enumerate(self.layers):
             state = None if cache is None else cache.get(i)  # None: a zero initial state
