@@ -24,6 +24,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 import course
 
 BINDER = course.ROOT / "binder"
@@ -36,6 +38,10 @@ WIDGET_ERRORS = ("Error displaying widget", "model not found", "Failed to load m
 _CAPPED_KERNEL = ("import resource, runpy, sys; limit = int(sys.argv.pop(1)); "
                   "resource.setrlimit(resource.RLIMIT_DATA, (limit, limit)); sys.argv[0] = 'ipykernel_launcher'; "
                   "runpy.run_module('ipykernel_launcher', run_name='__main__', alter_sys=True)")
+
+
+# set by tests/conftest.py: whether this run selected the browser tests
+BROWSER_SELECTED = pytest.StashKey[bool]()
 
 
 def chromium_path() -> str | None:
@@ -154,7 +160,10 @@ class Lab:
         self.process = subprocess.Popen(
             [binder.bin("jupyter"), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
              f"--IdentityProvider.token={self.token}", "--allow-root", f"--ServerApp.root_dir={binder.repo}",
-             "--ServerApp.port_retries=0"],
+             "--ServerApp.port_retries=0",
+             # window.jupyterapp: the tests read the notebook's cell models and kernel state from it (cells
+             # out of view have no prompt text to read), as JupyterLab's own UI tests do
+             "--LabApp.expose_app_in_browser=True"],
             cwd=binder.repo, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         self._wait_ready()
 
@@ -225,10 +234,22 @@ class Lab:
 
 # --- one notebook in the browser --------------------------------------------------------------------
 
-_ALL_RAN = """() => {
-  const prompts = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')];
-  return prompts.length > 0 && prompts.every(p => /^\\[\\d+\\]:$/.test(p.textContent.trim()));
+# the open notebook as its models see it: each code cell's execution count and state, and the kernel's
+_STATE = """() => {
+  const panel = window.jupyterapp.shell.currentWidget;
+  if (!panel || !panel.content || !panel.sessionContext) return null;
+  const cells = panel.content.widgets.filter(c => c.model.type === 'code');
+  const kernel = panel.sessionContext.session && panel.sessionContext.session.kernel;
+  return {counts: cells.map(c => c.model.executionCount),
+          running: cells.map(c => c.model.executionState === 'running'
+                                  || !!(c.promptNode && /\\*/.test(c.promptNode.textContent))),
+          kernel: kernel ? kernel.status : null,
+          ready: panel.sessionContext.isReady};
 }"""
+
+_READY = """() => { const p = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+  const c = p && p.sessionContext;
+  return !!(c && c.isReady && c.session && c.session.kernel && c.session.kernel.status === 'idle'); }"""
 
 # widget roots: outputs whose view is an ipywidget; "display": what the widget shows (its Output widget)
 _WIDGETS = """() => [...document.querySelectorAll('.jp-Notebook .jp-OutputArea-output')]
@@ -255,7 +276,8 @@ class LabPage:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{path}: no idle kernel within 180 s")
             self.accept_kernel_dialog(wait_s=1)
-        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+        # and the page's own session to be ready with that kernel idle: Run All is pressed only then
+        page.wait_for_function(_READY, timeout=120_000, polling=500)
 
     def kernel_idle(self) -> bool:
         """Whether the server runs a kernel for this notebook and that kernel is idle."""
@@ -282,25 +304,48 @@ class LabPage:
         for name in names:
             self.page.get_by_role("menuitem", name=name, exact=True if isinstance(name, str) else None).click()
 
-    def run_all(self, timeout_s: float) -> float:
-        """Run -> Run All Cells, then wait until every code cell has run; returns the seconds it took."""
-        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    def state(self) -> dict:
+        """Each code cell's execution count (None: not run) and whether it runs, and the kernel's status."""
+        return self.page.evaluate(_STATE)
 
+    def run_all(self, timeout_s: float, stall_s: float = 90) -> float:
+        """Run -> Run All Cells, then wait until every code cell has run; returns the seconds it took.
+
+        Fails early when the run stops: no cell runs, the kernel is idle and nothing changed for `stall_s`
+        seconds (a cell raised, or the run never started). If Run All started nothing at all (no cell has
+        run), it is pressed again once, as a student would, and the retry is recorded in `self.retries`."""
         t0 = time.perf_counter()
+        self.retries = 0
         self.accept_kernel_dialog()
         self.menu("Run", "Run All Cells")
         self.accept_kernel_dialog(wait_s=5)  # Run All may ask for a kernel first; Select then runs the cells
-        try:
-            self.page.wait_for_function(_ALL_RAN, timeout=timeout_s * 1000, polling=1000)
-        except PlaywrightTimeout:
-            shot = artifacts_dir() / f"{Path(self.path).stem}-timeout.png"
-            self.page.screenshot(path=str(shot))
-            prompts = self.page.locator(".jp-Notebook .jp-CodeCell .jp-InputPrompt").all_inner_texts()
-            not_run = [i for i, p in enumerate(prompts) if not re.fullmatch(r"\[\d+\]:", p.strip())]
-            raise TimeoutError(f"{self.path}: not every cell ran within {timeout_s} s; code cells not run: "
-                               f"{not_run[:10]} (prompts {[prompts[i] for i in not_run[:3]]}); see {shot}") from None
-        self.page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+        last, changed = None, time.monotonic()
+        while True:
+            state = self.state()
+            now = time.monotonic()
+            if state and all(c is not None for c in state["counts"]) and not any(state["running"]) \
+                    and state["kernel"] == "idle":
+                break
+            if state != last:
+                last, changed = state, now
+            elif now - changed > stall_s and state and not any(state["running"]) and state["kernel"] == "idle":
+                if all(c is None for c in state["counts"]) and self.retries == 0:
+                    self.retries += 1
+                    self.accept_kernel_dialog()
+                    self.menu("Run", "Run All Cells")
+                    changed = time.monotonic()
+                    continue
+                self._fail(f"the run stopped: code cells not run: "
+                           f"{[i for i, c in enumerate(state['counts']) if c is None][:10]}")
+            if now - t0 > timeout_s:
+                self._fail(f"not every cell ran within {timeout_s} s; last state {state}")
+            self.accept_kernel_dialog(wait_s=1)  # waits up to a second
         return time.perf_counter() - t0
+
+    def _fail(self, why: str) -> None:
+        shot = artifacts_dir() / f"{Path(self.path).stem}-timeout.png"
+        self.page.screenshot(path=str(shot))
+        raise TimeoutError(f"{self.path}: {why}; see {shot}")
 
     def save(self) -> dict:
         """File -> Save Notebook; returns the notebook as saved on disk."""

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from _browser_support import BROWSER_SELECTED
 
 torch.set_num_threads(2)
 
@@ -20,3 +21,17 @@ def pytest_collection_modifyitems(items) -> None:
         spec = getattr(item, "callspec", None)
         if spec is not None and "tree" in spec.params:
             item.add_marker(pytest.mark.xdist_group(f"lesson-{spec.params['tree']}"))
+
+
+class _BrowserSelection:
+    """Records whether this run selected the browser tests (after -m/-k deselection), in
+    ``config.stash[BROWSER_SELECTED]``: they run every student notebook in normal mode in JupyterLab, so
+    the normal-mode nbval run then covers the source notebooks only."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config, items) -> None:
+        config.stash[BROWSER_SELECTED] = any(item.get_closest_marker("browser") for item in items)
+
+
+def pytest_configure(config) -> None:
+    config.pluginmanager.register(_BrowserSelection(), "lmlab-browser-selection")

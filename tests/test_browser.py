@@ -212,7 +212,7 @@ def test_student_notebook_runs_in_jupyterlab(lab, page, path):
 
     REPORT[path] = {"seconds_in_browser": round(seconds, 1), "peak_rss_mb": round(usage["peak_rss_bytes"] / 1e6),
                     "peak_child_rss_mb": round(usage["peak_child_rss_bytes"] / 1e6), "widgets": len(widgets),
-                    "lesson_widgets": len(moved), "progress_bars": progress_bars,
+                    "lesson_widgets": len(moved), "progress_bars": progress_bars, "run_all_retries": tab.retries,
                     "controls_moved": moved, "pictures": counts["images"],
                     "screenshots": sorted(p.name for p in out.glob(f"{stem}*.png"))}
     (out / "report.json").write_text(json.dumps(REPORT, indent=2))

@@ -10,6 +10,7 @@ the slow nbval run, which executes every notebook as a student would.
 from __future__ import annotations
 
 import csv
+import os
 import re
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from _browser_support import BROWSER_SELECTED, browser_available
 from _course_support import (
     EXAMPLE,
     EXAMPLE_POINTS,
@@ -438,9 +440,18 @@ def test_notebooks_run_top_to_bottom_with_nbval_in_grading_mode(tree):
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
 
 
+def browser_runs_student_notebooks(config) -> bool:
+    """Whether this run's browser tests (tests/test_browser.py) run every student notebook in normal mode,
+    in JupyterLab from Binder's environment: selected, and able to run here (under CI they must)."""
+    return config.stash.get(BROWSER_SELECTED, False) and (browser_available() or bool(os.environ.get("CI")))
+
+
 @pytest.mark.slow
-def test_notebooks_run_top_to_bottom_with_nbval(tree):
-    result = run_nbval(tree, grading=False)
+def test_notebooks_run_top_to_bottom_with_nbval(tree, request):
+    # the student notebooks in normal mode: here, or in the browser when the browser tests run (the same
+    # notebooks, top to bottom, as students run them; running them twice would cost the suite minutes)
+    students = tree.lesson == EXAMPLE or not browser_runs_student_notebooks(request.config)
+    result = run_nbval(tree, grading=False, students=students)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
 
 
