@@ -153,13 +153,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "build" / "site", help="where to write it (default build/site)")
     p.add_argument("--grading", action="store_true", help="run the notebooks in grading mode (smaller workloads): "
                                                           "a quick preview, not the site to publish")
+    p = sub.add_parser("new", help="start a lesson: its source notebook (an example exercise, a question), "
+                                   "questions, wrong solutions, lesson package, tests and syllabus entry "
+                                   "(course/new.py), released to notebooks/")
+    p.add_argument("name", help="the lesson's folder name: two digits, _, lowercase words (e.g. 05_multitoken)")
+    p.add_argument("--title", default=None, help="the title shown in the notebook and the syllabus")
     sub.add_parser("nbgrader", help="any other nbgrader command, run in course/ (e.g. `nbgrader db student list`)")
 
     args, extra = parser.parse_known_args(argv)
     if args.command == "nbgrader":
         return nbgrader(extra).returncode
-    if extra and args.command in ("questions", "bench", "wrong", "roster", "site"):
+    if extra and args.command in ("questions", "bench", "wrong", "roster", "site", "new"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "new":
+        from course.new import create
+
+        try:
+            written = create(args.name, args.title)
+        except (ValueError, TypeError, RuntimeError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        print("created:\n" + "\n".join(f"  {p.relative_to(ROOT)}" for p in written))
+        print(f"next: edit assessments/{args.name}/ and lmlab/lessons/, then follow course/authoring.md")
+        return 0
     if args.command == "site":
         from course.site import build
 

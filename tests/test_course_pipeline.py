@@ -99,6 +99,8 @@ class Graded:
             # partly correct: the first exercise and every other question; the other questions wrong
             answered = exercises[:1] + questions[::2]
             wrong = [gid for g in questions[1::2] for gid in g[0]]
+            if len(answered) == len(groups) > 1:  # one exercise and one question (a new lesson): that one wrong
+                answered, wrong = exercises[:1], [gid for g in questions for gid in g[0]]
             submissions["correct"][name] = make_submission(source, released, [s for g in groups for s in g[0]])
             submissions["blank"][name] = released
             submissions["partial"][name] = make_submission(source, released, [s for g in answered for s in g[0]], wrong)
