@@ -1,7 +1,9 @@
 """Text to token ids: tokenizers (:mod:`lmlab.text.tokenizer`), corpora and token data (:mod:`lmlab.text.data`),
-and languages whose true distribution is known, with associative recall tasks (:mod:`lmlab.text.synthetic`)."""
+languages whose true distribution is known, with associative recall tasks (:mod:`lmlab.text.synthetic`),
+and path-star graphs, a planning task (:mod:`lmlab.text.pathstar`)."""
 
 from lmlab.text.data import TokenData, load_corpus, load_data
+from lmlab.text.pathstar import PathStar, PathStarData, pathstar_accuracy
 from lmlab.text.synthetic import (
     AssociativeRecall,
     MarkovSource,
@@ -26,4 +28,7 @@ __all__ = [
     "RecallData",
     "recall_accuracy",
     "recall_accuracy_by_distance",
+    "PathStar",
+    "PathStarData",
+    "pathstar_accuracy",
 ]
