@@ -476,7 +476,7 @@ SYLLABUS_SECTION = """
 def _syllabus_with(text: str, lesson: NewLesson) -> str:
     """The syllabus with the lesson's row added to the table of lessons and its section at the end."""
     words = lesson.topic.replace("_", " ")
-    row = f"| {lesson.number} {words} | {lesson.title}? | about 30 minutes | draft |"
+    row = f"| {lesson.number} {words} | {lesson.title} | about 30 minutes | draft |"
     lines = text.rstrip("\n").split("\n")
     table = [i for i, line in enumerate(lines) if line.startswith("| ") and line.endswith("|")]
     if not table:

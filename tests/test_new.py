@@ -100,7 +100,7 @@ def test_its_question_is_fair_and_its_package_follows_the_import_rules(scratch):
         text = file.read_text()
         assert "lmlab.lessons." not in text.replace("lmlab.lessons.scratch_topic", ""), file.name
     syllabus = (scratch / "course" / "syllabus.md").read_text()
-    assert "| 07 scratch topic | A scratch topic? | about 30 minutes | draft |" in syllabus
+    assert "| 07 scratch topic | A scratch topic | about 30 minutes | draft |" in syllabus
     assert syllabus.index("notebooks/07_scratch_topic/") > syllabus.index("notebooks/04_scaling/")
 
 
