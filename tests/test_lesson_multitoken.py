@@ -6,7 +6,6 @@ import matplotlib
 import pytest
 import torch
 
-from lmlab.generation import greedy
 from lmlab.generation.speculative import speculative_greedy
 from lmlab.lessons import multitoken as mtl
 from lmlab.models import GPT, GPTConfig, MultiTokenGPT
@@ -59,7 +58,6 @@ def test_speculative_runs_return_greedys_text_and_add_up_the_library_stats(langu
         assert r.accepted == sum(s.accepted for s in stats) <= r.drafted == sum(s.drafted for s in stats)
         assert r.new_tokens == 36 and r.tokens_per_pass == 36 / r.forward_passes
     assert spec[0].drafted == 0 and math.isnan(spec[0].acceptance_rate)
-    assert greedy(model, prompts[0], max_new_tokens=12)[3:]  # the reference decoder itself runs
 
 
 def test_the_committed_pathstar_results_match_the_lessons_runs():
