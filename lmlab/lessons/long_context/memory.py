@@ -18,7 +18,8 @@ Each function is one idea of the lesson:
 
 The lesson's exercises (a sliding window's mask, one step of linear attention) are solved only in the
 instructor's notebook. Shapes: ``B`` batch, ``T`` tokens, ``t`` a position. Timings are the fastest of
-``repeats`` passes after a warm-up (the one least disturbed by other programs on the machine). Plotting
+``repeats`` passes after a warm-up (the one least disturbed by other programs on the machine), taken in
+turn across every model and length so that a busy spell slows them all alike. Plotting
 functions draw on the ``ax`` they are given (or a new figure) and return it; matplotlib is imported when
 one is called.
 """
@@ -84,14 +85,24 @@ def _check_lengths(name: str, lengths: Sequence[int]) -> list[int]:
     return [check_int(name, T, 1) for T in lengths]
 
 
-def _fastest(run: Any, repeats: int) -> float:
-    run()  # warm-up: first-call allocations and kernel choices
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+def _fastest_interleaved(runs: Sequence[Any], repeats: int, burst: int = 1) -> list[float]:
+    """The fastest of ``repeats`` timed calls of each of ``runs``, after one untimed call of each.
+
+    The calls go round-robin in bursts of ``burst`` calls (run 0's burst, run 1's, ..., run 0's again),
+    so that a busy spell of another program slows every run's calls alike instead of all the calls of one
+    run: the ratios between runs, which the lesson reads, stay steady on a busy machine. Within a burst the
+    later calls find the run's data in the processor's caches, as in an uninterrupted loop.
+    """
+    for run in runs:
+        run()  # warm-up: first-call allocations and kernel choices
+    best = [float("inf")] * len(runs)
+    for done in range(0, repeats, burst):
+        for i, run in enumerate(runs):
+            for _ in range(min(burst, repeats - done)):
+                t0 = time.perf_counter()
+                run()
+                best[i] = min(best[i], time.perf_counter() - t0)
+    return best
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -131,30 +142,33 @@ def training_timing(
     bad = [T for T in Ts if tokens % T]
     if bad:
         raise ValueError(f"every length must divide tokens = {tokens}, so each batch holds as many; got {bad}")
-    rows = []
+    runs, keys = [], []
     for name, model in models.items():
         limit = model.config.block_size if isinstance(model, GPT) else None
         if limit is not None and max(Ts) > limit:
             raise ValueError(f"models[{name!r}] reads at most {limit} tokens; lengths go up to {max(Ts)}")
-        was_training = model.training
-        model.train()
-        try:
-            for T in Ts:
-                g = torch.Generator().manual_seed(seed)
-                x = torch.randint(model.vocab_size, (tokens // T, T + 1), generator=g)  # (B, T + 1)
-                inputs, targets = x[:, :-1], x[:, 1:]
+        for T in Ts:
+            g = torch.Generator().manual_seed(seed)
+            x = torch.randint(model.vocab_size, (tokens // T, T + 1), generator=g)  # (B, T + 1)
 
-                def run(
-                    model: nn.Module = model, inputs: torch.Tensor = inputs, targets: torch.Tensor = targets
-                ) -> None:
-                    model.zero_grad(set_to_none=True)
-                    model(inputs, targets).loss.backward()
-
-                rows.append(TrainingTimingRow(name, T, tokens // T, _fastest(run, repeats)))
+            def run(
+                model: nn.Module = model, inputs: torch.Tensor = x[:, :-1], targets: torch.Tensor = x[:, 1:]
+            ) -> None:
                 model.zero_grad(set_to_none=True)
-        finally:
-            model.train(was_training)
-    return rows
+                model(inputs, targets).loss.backward()
+
+            runs.append(run)
+            keys.append((name, T))
+    was_training = {name: model.training for name, model in models.items()}
+    for model in models.values():
+        model.train()
+    try:
+        seconds = _fastest_interleaved(runs, repeats)
+    finally:
+        for name, model in models.items():
+            model.zero_grad(set_to_none=True)
+            model.train(was_training[name])
+    return [TrainingTimingRow(name, T, tokens // T, s) for (name, T), s in zip(keys, seconds, strict=True)]
 
 
 def plot_training_timing(rows: Sequence[TrainingTimingRow], *, ax: Any = None) -> Any:
@@ -196,8 +210,9 @@ def decoding_timing(
     seed: int = 0,
 ) -> list[DecodingRow]:
     """For each model and position t: read t random tokens into the model's own cache (``new_cache``, in
-    chunks of ``chunk`` tokens), then time ``steps`` single-token steps (after one untimed step); report
-    the fastest and the bytes the model keeps per sequence after t tokens
+    chunks of ``chunk`` tokens); then time ``steps`` single-token steps of every (model, t) in turn, round
+    after round (after one untimed step each); report each one's fastest and the bytes the model keeps
+    per sequence after t tokens
     (:func:`~lmlab.lessons.long_context.recall.decoding_state_bytes`). Every GPT's block_size must hold
     ``max(positions) + steps + 1`` tokens. Rows in the order models x positions.
     """
@@ -207,14 +222,15 @@ def decoding_timing(
     ts = _check_lengths("positions", positions)
     for name, value in (("batch_size", batch_size), ("steps", steps), ("chunk", chunk)):
         check_int(name, value, 1)
-    rows = []
     for name, model in models.items():
         need = max(ts) + steps + 1
         if isinstance(model, GPT) and need > model.config.block_size:
             raise ValueError(f"models[{name!r}] has block_size {model.config.block_size}; decoding needs {need}")
-        was_training = model.training
-        model.eval()
-        try:
+    was_training = {name: model.training for name, model in models.items()}
+    runs, keys = [], []
+    try:
+        for name, model in models.items():
+            model.eval()
             for t in ts:
                 g = torch.Generator().manual_seed(seed)
                 ids = torch.randint(model.vocab_size, (batch_size, t + 1), generator=g)  # (B, t + 1)
@@ -225,17 +241,20 @@ def decoding_timing(
                 )
                 for start in range(0, t, chunk):
                     model(ids[:, start : min(t, start + chunk)], cache=cache)
-                nxt = ids[:, t:]  # (B, 1)
-                model(nxt, cache=cache)  # untimed
-                times = []
-                for _ in range(steps):
-                    t0 = time.perf_counter()
-                    model(nxt, cache=cache)
-                    times.append(time.perf_counter() - t0)
-                rows.append(DecodingRow(name, t, batch_size, min(times), decoding_state_bytes(model, t)))
-        finally:
-            model.train(was_training)
-    return rows
+
+                def run(model: nn.Module = model, nxt: torch.Tensor = ids[:, t:], cache: Any = cache) -> None:
+                    model(nxt, cache=cache)  # (B, 1): one more token; the cache grows by one
+
+                runs.append(run)
+                keys.append((name, t))
+        seconds = _fastest_interleaved(runs, steps, burst=2)
+    finally:
+        for name, model in models.items():
+            model.train(was_training[name])
+    return [
+        DecodingRow(name, t, batch_size, s, decoding_state_bytes(models[name], t))
+        for (name, t), s in zip(keys, seconds, strict=True)
+    ]
 
 
 def plot_decoding(rows: Sequence[DecodingRow], *, axes: Any = None) -> Any:
