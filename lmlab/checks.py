@@ -18,6 +18,7 @@ __all__ = [
     "is_int",
     "is_number",
     "check_int",
+    "check_count",
     "check_number",
     "as_ids",
     "check_vocab",
@@ -43,6 +44,16 @@ def check_int(name: str, value: Any, minimum: int = 0, maximum: int | None = Non
     if not is_int(value) or value < minimum or (maximum is not None and value > maximum):
         allowed = f"an integer in [{minimum}, {maximum}]" if maximum is not None else f"an integer >= {minimum}"
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return int(value)
+
+
+def check_count(name: str, value: Any, minimum: int = 1) -> int:
+    """``value`` as an int, if it is an integer >= minimum: a TypeError for anything but an integer (bools
+    and floats such as ``3.0`` included), a ValueError for an integer below ``minimum``."""
+    if not is_int(value):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 

@@ -22,15 +22,15 @@ Shapes: ``n`` sequences, ``L = seq_len`` tokens each (inputs and targets are the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 
-from lmlab.checks import as_generator, model_device
+from lmlab.checks import as_generator, check_count, model_device
 from lmlab.lm import IGNORE_INDEX, eval_mode
+from lmlab.text.tasks import SampledTaskData
 
 __all__ = ["PathStar", "PathStarBatch", "PathStarData", "pathstar_accuracy", "PathStarAccuracy"]
 
@@ -44,14 +44,6 @@ class PathStarBatch(NamedTuple):
     paths: torch.Tensor
 
 
-def _positive(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
-    return value
-
-
 @dataclass(frozen=True)
 class PathStar:
     """Path-star graphs with ``degree`` arms of ``arm_length`` nodes, labels from ``0..num_nodes-1``."""
@@ -62,9 +54,9 @@ class PathStar:
     reverse: bool = False
 
     def __post_init__(self) -> None:
-        _positive("degree", self.degree, 2)
-        _positive("arm_length", self.arm_length, 1)
-        _positive("num_nodes", self.num_nodes, 1)
+        check_count("degree", self.degree, 2)
+        check_count("arm_length", self.arm_length, 1)
+        check_count("num_nodes", self.num_nodes, 1)
         if self.num_nodes < self.graph_nodes:
             raise ValueError(f"num_nodes must be at least degree * arm_length + 1 = {self.graph_nodes} (every "
                              f"node of a graph has its own label), got {self.num_nodes}")
@@ -105,7 +97,7 @@ class PathStar:
 
     def sample(self, n: int, generator: torch.Generator | int | None = None) -> PathStarBatch:
         """``n`` random graphs with their questions and answers (a fresh labelling and goal arm for each)."""
-        n = _positive("n", n, 1)
+        n = check_count("n", n, 1)
         g = as_generator(generator)
         d, m = self.degree, self.arm_length
         labels = torch.rand(n, self.num_nodes, generator=g).argsort(dim=1)[:, : self.graph_nodes]  # (n, d*m+1)
@@ -161,42 +153,18 @@ def pathstar_accuracy(model: nn.Module, task: PathStar, n: int = 512, *,
     return PathStarAccuracy(first, whole, n)
 
 
-class PathStarData:
+class PathStarData(SampledTaskData):
     """Training data for :class:`lmlab.train.Trainer`: fresh graphs at every train step (from the trainer's
-    generator), a fixed val set of ``n_val`` graphs from ``seed``. ``block_size`` must be ``task.seq_len``."""
+    generator), a fixed val set of ``n_val`` graphs from ``seed`` (see
+    :class:`~lmlab.text.tasks.SampledTaskData`). ``block_size`` must be ``task.seq_len``."""
+
+    task_type = PathStar
+    val_salt = 7
 
     def __init__(self, task: PathStar, n_val: int = 512, *, seed: int = 0) -> None:
-        if not isinstance(task, PathStar):
-            raise TypeError(f"task must be a PathStar, got {type(task).__name__}")
-        self.task, self.vocab_size, self.seed = task, task.vocab_size, _positive("seed", seed, 0)
-        val = task.sample(_positive("n_val", n_val, 1), generator=(seed * 0x9E3779B97F4A7C15 + 7) % 2**63)
-        self.val = (val.inputs, val.targets)
-        self._train_generator = torch.Generator().manual_seed(seed)
+        super().__init__(task, n_val, seed=seed)
 
-    def _check(self, split: str, batch_size: int, block_size: int) -> int:
-        if split not in ("train", "val"):
-            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-        if block_size != self.task.seq_len:
-            raise ValueError(f"block_size {block_size} differs from the task's seq_len {self.task.seq_len}: "
-                             f"use a model with block_size={self.task.seq_len}")
-        return _positive("batch_size", batch_size, 1)
-
-    def get_batch(self, split: str, batch_size: int, block_size: int, generator: torch.Generator | None = None,
-                  device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-        """``(x, y)``, each (batch_size, seq_len) int64: fresh train graphs, or random val rows."""
-        B = self._check(split, batch_size, block_size)
-        g = self._train_generator if generator is None else generator
-        if split == "train":
-            x, y, _ = self.task.sample(B, generator=g)
-        else:
-            rows = torch.randint(len(self.val[0]), (B,), generator=g)
-            x, y = self.val[0][rows], self.val[1][rows]
-        return x.to(device), y.to(device)
-
-    def iter_split(self, split: str, batch_size: int, block_size: int,
-                   device: str | torch.device = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The val set in order, ``batch_size`` graphs at a time."""
-        B = self._check(split, batch_size, block_size)
-        if split == "train":
-            raise ValueError("the train split is sampled afresh at every step and has no end; iterate over 'val'")
-        return ((x.to(device), y.to(device)) for x, y in zip(self.val[0].split(B), self.val[1].split(B), strict=True))
+    def sample_pairs(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` fresh graphs' ``(inputs, targets)``, each (n, L) int64."""
+        batch = self.task.sample(n, generator=generator)
+        return batch.inputs, batch.targets

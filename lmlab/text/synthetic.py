@@ -28,7 +28,7 @@ sliding-window attention can see; ``num_pairs`` sets how much a fixed-size state
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -36,9 +36,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from lmlab.checks import as_generator, as_ids, check_int, check_vocab, model_device
+from lmlab.checks import as_generator, as_ids, check_count, check_int, check_vocab, model_device
 from lmlab.lm import IGNORE_INDEX, LMOutput, context_limit, eval_mode, lm_loss
 from lmlab.text.data import TokenData
+from lmlab.text.tasks import SampledTaskData
 
 __all__ = [
     "MarkovSource",
@@ -501,15 +502,6 @@ RECALL_FILLER = 0  # token id of the filler between the pairs and the queries, a
 _MAX_COMPARE = 2**24  # booleans per chunk when positions are compared all against all (16 MiB)
 
 
-def _check_count(name: str, value: object, minimum: int) -> int:
-    """An int >= minimum; a TypeError for a non-integer (bools and floats included), a ValueError below it."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 class RecallBatch(NamedTuple):
     """Sequences of an :class:`AssociativeRecall` task and what is asked in them (n sequences, L = seq_len,
     Q = num_queries). ``inputs, targets = batch[:2]`` gives what a model trains on."""
@@ -573,9 +565,9 @@ class AssociativeRecall:
     def __post_init__(self) -> None:
         if not isinstance(self.show_answers, bool):
             raise TypeError(f"show_answers must be True or False, got {self.show_answers!r}")
-        V = _check_count("vocab_size", self.vocab_size, 4)
-        P = _check_count("num_pairs", self.num_pairs, 1)
-        K = (V - 1) // 2 if self.num_keys is None else _check_count("num_keys", self.num_keys, 1)
+        V = check_count("vocab_size", self.vocab_size, 4)
+        P = check_count("num_pairs", self.num_pairs, 1)
+        K = (V - 1) // 2 if self.num_keys is None else check_count("num_keys", self.num_keys, 1)
         if K < P:
             raise ValueError(
                 f"num_keys is {K} but num_pairs is {P}: the keys of a sequence are distinct, so there must be at "
@@ -587,12 +579,12 @@ class AssociativeRecall:
                 f"vocab_size {V} with num_keys {K} leaves {V - 1 - K} value id(s); at least 2 are needed "
                 f"(id 0 is the filler), so use vocab_size >= {K + 3} or num_keys <= {V - 3}"
             )
-        Q = P if self.num_queries is None else _check_count("num_queries", self.num_queries, 1)
+        Q = P if self.num_queries is None else check_count("num_queries", self.num_queries, 1)
         if Q > P:
             raise ValueError(f"num_queries must be in [1, num_pairs] = [1, {P}] (each key is asked once), got {Q}")
-        D = _check_count("min_distance", self.min_distance, 1)
+        D = check_count("min_distance", self.min_distance, 1)
         need = 2 * P + (D - 1) + 2 * Q
-        L = need if self.seq_len is None else _check_count("seq_len", self.seq_len, 1)
+        L = need if self.seq_len is None else check_count("seq_len", self.seq_len, 1)
         if L < need:
             raise ValueError(
                 f"seq_len {L} is too short: {P} pairs ({2 * P} tokens) + {D - 1} fillers (min_distance {D} - 1) "
@@ -651,7 +643,7 @@ class AssociativeRecall:
         ``generator``: a CPU torch.Generator, an int seed, or None (torch's global generator); the same seed
         gives the same batch. Tensors are int64 on the CPU.
         """
-        n = _check_count("n", n, 1)
+        n = check_count("n", n, 1)
         g = as_generator(generator)
         P, Q, L = self.num_pairs, self.num_queries, self.seq_len
         keys = torch.rand(n, self.num_keys, generator=g).argsort(dim=1)[:, :P] + 1  # (n, P), distinct per row
@@ -771,7 +763,7 @@ class RecallByDistance(NamedTuple):
 def _recall_batch(data: object, n: int, generator: torch.Generator | int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs, targets) from a task (sampled), a RecallBatch, or an (inputs, targets) pair."""
     if isinstance(data, AssociativeRecall):
-        return data.sample(_check_count("n", n, 1), generator=generator)
+        return data.sample(check_count("n", n, 1), generator=generator)
     if isinstance(data, tuple) and len(data) >= 2 and all(isinstance(t, torch.Tensor) for t in data[:2]):
         inputs, targets = as_ids(data[0], "inputs", dims=(2,)).cpu(), as_ids(data[1], "targets", dims=(2,)).cpu()
         if inputs.shape != targets.shape:
@@ -791,7 +783,7 @@ def _recall_hits(
     """(hit, scored), each (n, L) bool on the CPU: argmax of the logits equals the target; target is scored."""
     if not callable(model):
         raise TypeError(f"model must be a language model (callable on token ids), got {type(model).__name__}")
-    batch_size = _check_count("batch_size", batch_size, 1)
+    batch_size = check_count("batch_size", batch_size, 1)
     limit = context_limit(model)
     if limit is not None and inputs.shape[1] > limit:
         raise ValueError(
@@ -854,7 +846,7 @@ def recall_accuracy_by_distance(
     :class:`AssociativeRecall` gives distances of one parity only (``min_distance`` plus even numbers), so
     ``bin_width=2`` loses nothing and halves the points of a plot.
     """
-    bin_width = _check_count("bin_width", bin_width, 1)
+    bin_width = check_count("bin_width", bin_width, 1)
     inputs, targets = _recall_batch(data, n, generator)
     hit, scored = _recall_hits(model, inputs, targets, batch_size)
     source = recall_sources(inputs)  # (n, L)
@@ -868,7 +860,7 @@ def recall_accuracy_by_distance(
     return RecallByDistance(groups.numpy(), (right / count).numpy(), count.numpy())
 
 
-class RecallData:
+class RecallData(SampledTaskData):
     """Training data for :class:`lmlab.train.Trainer` from an :class:`AssociativeRecall` task.
 
     The train split is infinite: every ``get_batch("train", ...)`` samples fresh sequences from the
@@ -879,55 +871,19 @@ class RecallData:
     ``block_size`` must be the task's ``seq_len``: build the model with ``block_size=task.seq_len``.
 
     The val set is sampled from a seed mixed from ``seed`` (not ``seed`` itself), so that it differs from the
-    train batches of a trainer whose ``TrainConfig.seed`` equals ``seed``.
+    train batches of a trainer whose ``TrainConfig.seed`` equals ``seed`` (see
+    :class:`~lmlab.text.tasks.SampledTaskData`).
     """
 
+    task_type = AssociativeRecall
+    val_salt = 0x2545F4914F6CDD1D
+
     def __init__(self, task: AssociativeRecall, n_val: int = 512, *, seed: int = 0) -> None:
-        if not isinstance(task, AssociativeRecall):
-            raise TypeError(f"task must be an AssociativeRecall, got {type(task).__name__}")
-        self.task = task
-        self.vocab_size = task.vocab_size
-        self.seed = _check_count("seed", seed, 0)
-        val_seed = (self.seed * 0x9E3779B97F4A7C15 + 0x2545F4914F6CDD1D) % 2**63  # far from small train seeds
-        self.val = task.sample(_check_count("n_val", n_val, 1), generator=val_seed)  # (inputs, targets)
-        self._train_generator = torch.Generator().manual_seed(self.seed)  # used when no generator is given
+        super().__init__(task, n_val, seed=seed)
 
-    def _check(self, split: str, batch_size: int, block_size: int) -> int:
-        if split not in ("train", "val"):
-            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-        if _check_count("block_size", block_size, 1) != self.task.seq_len:
-            raise ValueError(
-                f"block_size {block_size} differs from the task's seq_len {self.task.seq_len}: every window is one "
-                f"whole sequence; use TrainConfig(block_size={self.task.seq_len}) or a model with that block_size"
-            )
-        return _check_count("batch_size", batch_size, 1)
-
-    def get_batch(
-        self,
-        split: str,
-        batch_size: int,
-        block_size: int,
-        generator: torch.Generator | None = None,
-        device: str | torch.device = "cpu",
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(x, y)``, each (batch_size, seq_len) int64 on ``device``: fresh train sequences, or random val rows."""
-        B = self._check(split, batch_size, block_size)
-        g = self._train_generator if generator is None else generator
-        if split == "train":
-            x, y = self.task.sample(B, generator=g)
-        else:
-            rows = torch.randint(len(self.val[0]), (B,), generator=g)
-            x, y = self.val[0][rows], self.val[1][rows]
-        return x.to(device), y.to(device)
-
-    def iter_split(
-        self, split: str, batch_size: int, block_size: int, device: str | torch.device = "cpu"
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The val set in order, ``batch_size`` sequences at a time (the last batch may be smaller)."""
-        B = self._check(split, batch_size, block_size)
-        if split == "train":
-            raise ValueError("the train split is sampled afresh at every step and has no end; iterate over 'val'")
-        return ((x.to(device), y.to(device)) for x, y in zip(self.val[0].split(B), self.val[1].split(B), strict=True))
+    def sample_pairs(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` fresh ``(inputs, targets)`` of the task, each (n, L) int64."""
+        return self.task.sample(n, generator=generator)
 
     def __repr__(self) -> str:
         return f"RecallData({self.task!r}, n_val={len(self.val[0])}, seed={self.seed})"
