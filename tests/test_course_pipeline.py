@@ -3,8 +3,15 @@
 Every lesson folder in assessments/ is tested, and so is a small example lesson built here, which also
 covers what a real lesson may not show: stderr in test cells, helpers redefined by a student, widgets.
 nbgrader always works in a temporary copy of the course tree, with the user's Jupyter set-up ignored.
-Kernels run in grading mode (nbgrader sets NBGRADER_EXECUTION; the fast nbval run sets it too), except in
-the slow nbval run, which executes every notebook as a student would.
+Kernels run in grading mode (nbgrader sets NBGRADER_EXECUTION), except in the slow nbval run, which
+executes every notebook as a student would.
+
+Each notebook runs in grading mode as often as the checks need and no more: grading the fake class runs
+the source once (the reference run, which refuses to grade if the instructor's solution fails a test of
+its own) and the released notebook once per student. The correct student's run shows that the solution
+runs top to bottom with no cell raising; the blank student's run, that an untouched student notebook
+raises only in its exercise cells and runs to the end. `python -m course validate` is tested on the
+example lesson: on a real lesson it would run the same source, in the same mode, once more.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -304,10 +312,25 @@ def test_released_notebooks_hold_no_solutions_or_hidden_tests(tree):
 
 # --- the sources pass their own tests ------------------------------------------------------------------
 
-def test_source_notebooks_pass_their_own_tests(tree, capsys):
-    code = validate([tree.lesson], [], root=tree.root, env=tree.env)
+def test_validate_passes_the_examples_source_and_fails_a_broken_one(tree, capsys):
+    """The instructor's `validate` command (a real lesson's sources are checked by the reference run of its
+    graded class, in the same mode: see the module docstring)."""
+    if tree.lesson != EXAMPLE:
+        pytest.skip("example lesson only: a real lesson's sources pass their tests in its reference run")
+    assert validate([tree.lesson], [], root=tree.root, env=tree.env) == 0, capsys.readouterr().out
+    capsys.readouterr()
+    broken_root = tree.root / "broken"
+    path = course.lesson_notebooks(tree.lesson, tree.root)[0]
+    nb = nbformat.read(path, 4)
+    for cell in nb.cells:
+        if grading_meta(cell).get("grade_id") == "mean":
+            cell.source = "def mean(xs):\n    return 0.0"
+    (broken_root / "assessments" / tree.lesson).mkdir(parents=True)
+    shutil.copytree(tree.root / "course", broken_root / "course", ignore=shutil.ignore_patterns("grading"))
+    nbformat.write(nb, broken_root / "assessments" / tree.lesson / path.name)
+    assert validate([tree.lesson], [], root=broken_root, env=tree.env) == 1
     out = capsys.readouterr().out
-    assert code == 0, out
+    assert "VALIDATION FAILED ON 1 CELL(S)" in out and "expected 2.0, got 0.0" in out, out
 
 
 # --- autograding round trip ----------------------------------------------------------------------------
@@ -326,6 +349,15 @@ def test_untouched_release_scores_zero_and_only_exercise_cells_raise(graded):
         )
         tests = [c for c in code_cells if grading_meta(c).get("grade")]
         assert tests and all(c in raised for c in tests), "a test cell passed on an unanswered exercise"
+
+
+def test_the_solution_runs_top_to_bottom_in_grading_mode_without_an_error(graded):
+    for name in graded.tree.sources:
+        nb = graded.autograded("correct", name)
+        code_cells = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(c.execution_count is not None for c in code_cells), f"{name}: the grader stopped early"
+        raised = [c.source[:300] for c in code_cells if any(o.output_type == "error" for o in c.outputs)]
+        assert raised == [], f"{name}: cells of the instructor's solution raised in grading mode"
 
 
 def test_round_trip_scores_and_export(graded):
@@ -435,11 +467,6 @@ def run_nbval(tree: Tree, grading: bool, students: bool = True) -> subprocess.Co
          f"--rootdir={tree.root}", *map(str, paths)],
         cwd=tree.root, env=env, capture_output=True, text=True,
     )
-
-
-def test_notebooks_run_top_to_bottom_with_nbval_in_grading_mode(tree):
-    result = run_nbval(tree, grading=True)
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
 
 
 def browser_runs_student_notebooks(config) -> bool:
