@@ -34,8 +34,8 @@ from traitlets import Bool, Integer, Unicode
 
 from course.reference import reference
 from course.sandbox import SandboxKernelManager
-from lmlab.grading import RESULT_MIME, compare_results
 from lmlab.kernelguard import check_answer, expression
+from lmlab.results import RESULT_MIME, compare_results
 
 
 def _error(ename: str, evalue: str) -> NotebookNode:

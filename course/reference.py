@@ -26,7 +26,7 @@ import nbformat
 
 from course import GRADING, ROOT, lesson_notebooks
 from course.feedback import is_test_cell
-from lmlab.grading import RESULT_MIME, VARIANT_VARIABLE
+from lmlab.results import RESULT_MIME, VARIANT_VARIABLE
 
 REFERENCE_SECONDS = 120  # a cell of a lesson in grading mode takes seconds; this is a ceiling, not a budget
 

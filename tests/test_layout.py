@@ -28,7 +28,7 @@ TEXT_MAY_NOT = ("lmlab.models", "lmlab.train", "lmlab.generation", "lmlab.likeli
                 "lmlab.widgets", "lmlab.lessons", "lmlab.bench", "lmlab.cli")  # fmt: skip
 SHARED_MAY_NOT = ("lmlab.models", "lmlab.text", "lmlab.train", "lmlab.generation", "lmlab.likelihood",
                   "lmlab.plots", "lmlab.widgets", "lmlab.lessons", "lmlab.bench", "lmlab.cli")  # fmt: skip
-SHARED = ("lmlab.lm", "lmlab.checks", "lmlab.device", "lmlab.fileio", "lmlab.grading")
+SHARED = ("lmlab.lm", "lmlab.checks", "lmlab.device", "lmlab.fileio", "lmlab.grading", "lmlab.results")
 
 
 @dataclass(frozen=True)
@@ -202,3 +202,29 @@ def test_no_graded_answer_ships_in_the_package():
     defined = defined_names()
     shipped = {name: (answers[name], defined[name]) for name in answers if name in defined}
     assert shipped == {}, f"exercise answers defined in lmlab (name: (notebook, module)): {shipped}"
+
+
+def test_every_top_level_name_loads_from_its_module():
+    import importlib
+
+    import lmlab
+
+    for name in lmlab.__all__:
+        value = getattr(lmlab, name)
+        if name != "__version__":
+            assert value is getattr(importlib.import_module(lmlab._HOME[name]), name)
+    assert set(lmlab.__all__) <= set(dir(lmlab))
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        lmlab.nothing  # noqa: B018
+
+
+def test_the_graders_process_does_not_import_torch():
+    """Every `nbgrader autograde` (one per submission) loads course/nbgrader_config.py, which imports the
+    sandboxed executor; importing torch there would add seconds to each submission."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nimport course.execute, course.reference, course.feedback, course.sandbox\n"
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", result.stdout[:500]
